@@ -1,0 +1,259 @@
+"""Fingerprints of atomic environments: invariant G (G1..G5) and covariant A (V1, A1).
+
+``featurize(atoms, spec)`` returns, per central element ``el``:
+  G[el] (n_el, nG_el), A[el] (n_el, nA_el, 3) Angstrom-free numbers (V1 in Angstrom),
+  index[el] (n_el,) atom indices.
+With ``derivatives=True`` it adds a sparse per-neighbor layout of dG/dr and dA/dr:
+  dG[el] (p_el, nG_el, 3) 1/Angstrom, dA[el] (p_el, nA_el, 3, 3), pair_row[el] (p_el,)
+  the row in G[el] and pair_atom[el] (p_el,) the neighbor atom. Entry e holds the
+  derivative with respect to the position of atom pair_atom[e]; the central atom's own
+  derivative is minus the sum of its row's entries (translation invariance).
+
+``Featurizer.forces(env, dEdG)`` is the fused kernel of B-P inference:
+  F = -sum_i sum_a (dE/dG_ia) dG_ia/dr and the virial -dE/d(strain), without
+  materializing dG/dr.
+
+A1 is V1 / |V1| and, as in the paper, 0 where V1 = 0: a direction that jumps as V1
+passes through zero. V1 counts as zero when |V1| <= 1e-10 sum_j |D_j| g(r_j), i.e. when
+it vanishes by symmetry (perfect crystals, thin periodic cells) up to round-off, whose
+direction would be noise. Setting ``delta > 0`` in a spec's A1 rule gives the smooth
+variant V1 / sqrt(|V1|^2 + delta^2), continuous everywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dcf._ext import fingerprints as _kernel
+from dcf.neighbors import NeighborList, build_neighbor_list, default_threads
+from dcf.spec import FingerprintSpec, SpecError
+
+_MODE_VALUES, _MODE_DERIVATIVES, _MODE_FORCES = 0, 1, 2
+_RADIAL = {"G1": 1, "G2": 2, "G3": 3}
+
+
+def _compile(spec: FingerprintSpec, center: str) -> _kernel.CompiledTerms:
+    """Flatten the terms of one central element into the kernel's arrays."""
+    species = {el: s for s, el in enumerate(spec.elements)}
+    ns = len(species)
+    g_terms, a_terms = spec.invariant_terms(center), spec.vector_terms(center)
+    rcs = sorted({t.Rc for t in spec.terms[center]})
+    rc_index = {rc: q for q, rc in enumerate(rcs)}
+
+    radial = sorted(((species[t.neighbors[0]], col, t) for col, t in enumerate(g_terms)
+                     if t.kind in _RADIAL), key=lambda x: (x[0], x[1]))
+    rad_start = np.searchsorted([s for s, _, _ in radial], np.arange(ns + 1))
+
+    # angular terms grouped by (pair, kind, Rc, eta); radial factors shared by (Rc, eta)
+    groups: dict[tuple, list] = {}
+    for col, t in enumerate(g_terms):
+        if t.kind in ("G4", "G5"):
+            s1, s2 = sorted(species[e] for e in t.neighbors)
+            groups.setdefault((s1 * ns + s2, t.kind, t.Rc, t["eta"]), []).append((col, t))
+    group_keys = sorted(groups, key=lambda k: (k[0], k[1], k[2], k[3]))
+    factors = sorted({(rc_index[k[2]], k[3]) for k in group_keys})
+    pair_start = np.searchsorted([k[0] for k in group_keys], np.arange(ns * ns + 1))
+    pair_rc2 = np.zeros(ns * ns)     # triplets of a species pair need r_jk below this
+    for key, kind, rc, _ in group_keys:
+        pair_rc2[key] = np.inf if kind == "G5" else max(pair_rc2[key], rc * rc)
+    ang = [ct for k in group_keys for ct in groups[k]]
+    grp_start = np.concatenate([[0], np.cumsum([len(groups[k]) for k in group_keys])])
+
+    vector = sorted(((species[t.neighbors[0]], col, t) for col, t in enumerate(a_terms)),
+                    key=lambda x: (x[0], x[1]))
+    vec_start = np.searchsorted([s for s, _, _ in vector], np.arange(ns + 1))
+
+    def zeta_int(z):
+        return int(z) if float(z).is_integer() and z < 2 ** 30 else -1
+
+    arrays = {
+        "rc": np.array(rcs, float),
+        "rad_start": rad_start,
+        "rad_kind": [_RADIAL[t.kind] for _, _, t in radial],
+        "rad_rc": [rc_index[t.Rc] for _, _, t in radial],
+        "rad_eta": [dict(t.params).get("eta", 0.0) for _, _, t in radial],
+        "rad_rs": [dict(t.params).get("Rs", 0.0) for _, _, t in radial],
+        "rad_kappa": [dict(t.params).get("kappa", 0.0) for _, _, t in radial],
+        "rad_col": [col for _, col, _ in radial],
+        "fac_rc": [f[0] for f in factors],
+        "fac_eta": [f[1] for f in factors],
+        "pair_start": pair_start,
+        "pair_rc2": pair_rc2,
+        "grp_kind": [int(k[1][1]) for k in group_keys],
+        "grp_rc": [rc_index[k[2]] for k in group_keys],
+        "grp_fac": [factors.index((rc_index[k[2]], k[3])) for k in group_keys],
+        "grp_eta": [k[3] for k in group_keys],
+        "grp_start": grp_start,
+        "ang_zeta": [t["zeta"] for _, t in ang],
+        "ang_lambda": [t["lambda"] for _, t in ang],
+        "ang_coef": [2.0 ** (1.0 - t["zeta"]) for _, t in ang],
+        "ang_izeta": [zeta_int(t["zeta"]) for _, t in ang],
+        "ang_col": [col for col, _ in ang],
+        "vec_start": vec_start,
+        "vec_rc": [rc_index[t.Rc] for _, _, t in vector],
+        "vec_eta": [t["eta"] for _, _, t in vector],
+        "vec_rs": [t["Rs"] for _, _, t in vector],
+        "vec_delta": [dict(t.params).get("delta", 0.0) for _, _, t in vector],
+        "vec_norm": [1 if t.kind == "A1" else 0 for _, _, t in vector],
+        "vec_col": [col for _, col, _ in vector],
+    }
+    arrays = {k: np.asarray(v, dtype=float if k in _FLOAT_KEYS else np.intc)
+              for k, v in arrays.items()}
+    return _kernel.CompiledTerms(arrays, ns, len(g_terms), len(a_terms))
+
+
+_FLOAT_KEYS = {"rc", "rad_eta", "rad_rs", "rad_kappa", "fac_eta", "pair_rc2", "grp_eta", "ang_zeta",
+               "ang_lambda", "ang_coef", "vec_eta", "vec_rs", "vec_delta"}
+
+
+@dataclass
+class Environment:
+    """One structure's neighbor list and, per central element, its atoms and entries.
+
+    species (n_atoms,) index into spec.elements; centers[el] (n_el,) atom indices;
+    pfirst[el] (n_el + 1,) and entry[el] (p_el,): the neighbor-list entries of each
+    center within that element's largest Rc.
+    """
+
+    n_atoms: int
+    volume: float
+    neighbors: NeighborList
+    species: np.ndarray
+    centers: dict = field(default_factory=dict)
+    pfirst: dict = field(default_factory=dict)
+    entry: dict = field(default_factory=dict)
+
+
+@dataclass
+class Features:
+    """Per central element: G (n_el, nG), A (n_el, nA, 3), index (n_el,).
+
+    With derivatives: dG (p, nG, 3), dA (p, nA, 3, 3), pair_row (p,), pair_atom (p,).
+    """
+
+    G: dict
+    A: dict
+    index: dict
+    dG: dict = field(default_factory=dict)
+    dA: dict = field(default_factory=dict)
+    pair_row: dict = field(default_factory=dict)
+    pair_atom: dict = field(default_factory=dict)
+    n_atoms: int = 0
+
+    def dense_dG(self, element: str) -> np.ndarray:
+        """dG/dr as a dense (n_el, nG, n_atoms, 3) array (small systems and tests)."""
+        return self._dense(self.dG[element], element)
+
+    def dense_dA(self, element: str) -> np.ndarray:
+        """dA/dr as a dense (n_el, nA, 3, n_atoms, 3) array (small systems and tests)."""
+        dA = self.dA[element]
+        out = self._dense(dA.reshape(len(dA), -1, 3), element)
+        n_el, _, n_atoms, _ = out.shape
+        return out.reshape(n_el, dA.shape[1], 3, n_atoms, 3)
+
+    def _dense(self, d: np.ndarray, element: str) -> np.ndarray:
+        n_el, k = len(self.index[element]), d.shape[1]
+        out = np.zeros((n_el, k, self.n_atoms, 3))
+        rows, atoms = self.pair_row[element], self.pair_atom[element]
+        np.add.at(out, (rows, slice(None), atoms), d)
+        np.add.at(out, (rows, slice(None), self.index[element][rows]), -d)
+        return out
+
+
+class Featurizer:
+    """Computes a spec's fingerprints; holds the compiled terms between calls (MD).
+
+    num_threads: OpenMP threads over central atoms (default: DCF_NUM_THREADS or
+    OMP_NUM_THREADS, else 1).
+    """
+
+    def __init__(self, spec: FingerprintSpec | str, num_threads: int | None = None):
+        self.spec = FingerprintSpec.resolve(spec)
+        self.num_threads = num_threads or default_threads()
+        self._compiled = {el: _compile(self.spec, el) for el in self.spec.elements}
+
+    def environment(self, atoms, source: str = "structure") -> Environment:
+        """Neighbor list and per-element central atoms of an ``ase.Atoms``."""
+        symbols = atoms.get_chemical_symbols()
+        self.spec.check_symbols(symbols, source)
+        present = sorted(set(symbols), key=self.spec.elements.index)
+        cutoff = max(self.spec.element_cutoff(el) for el in present) if present else 1.0
+        nl = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff,
+                                 self.num_threads)
+        if len(nl) and nl.d.min() < 1e-8:
+            k = int(np.argmin(nl.d))
+            raise ValueError(f"{source}: atoms {int(nl.i[k])} and {int(nl.j[k])} overlap "
+                             f"(distance {nl.d[k]:.3g} A)")
+        index = {el: s for s, el in enumerate(self.spec.elements)}
+        species = np.array([index[s] for s in symbols], dtype=np.intc)
+        volume = abs(float(np.linalg.det(atoms.cell.array))) if all(atoms.pbc) else 0.0
+        env = Environment(len(atoms), volume, nl, species)
+        for el in self.spec.elements:
+            centers = np.flatnonzero(species == index[el]).astype(np.intp)
+            env.centers[el] = centers
+            env.pfirst[el], env.entry[el] = _kernel.select_entries(
+                nl.first, nl.d, nl.j, species, len(self.spec.elements), centers,
+                self.spec.element_cutoff(el))
+        return env
+
+    def features(self, env: Environment, derivatives: bool = False) -> Features:
+        """G and A (and, with `derivatives`, dG/dr and dA/dr) of every central atom."""
+        nl = env.neighbors
+        out = Features({}, {}, {}, n_atoms=env.n_atoms)
+        empty = np.zeros(0)
+        for el, terms in self._compiled.items():
+            n_c, p = len(env.centers[el]), len(env.entry[el])
+            G = np.zeros((n_c, terms.nG))
+            A = np.zeros((n_c, terms.nA, 3))
+            dG = np.zeros((p, terms.nG, 3)) if derivatives else empty
+            dA = np.zeros((p, terms.nA, 3, 3)) if derivatives else empty
+            _kernel.compute(terms, _MODE_DERIVATIVES if derivatives else _MODE_VALUES,
+                            env.pfirst[el], env.entry[el], nl.j, nl.D, nl.d, env.species,
+                            G.reshape(-1), A.reshape(-1), dG.reshape(-1), dA.reshape(-1),
+                            empty, empty, self.num_threads)
+            out.G[el], out.A[el], out.index[el] = G, A, env.centers[el]
+            if derivatives:
+                out.dG[el], out.dA[el] = dG, dA
+                out.pair_row[el] = np.repeat(np.arange(n_c), np.diff(env.pfirst[el]))
+                out.pair_atom[el] = nl.j[env.entry[el]]
+        return out
+
+    def forces(self, env: Environment, dEdG: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Fused B-P force kernel.
+
+        dEdG[el] (n_el, nG_el): dE/dG in eV per unit of G. Returns forces (n_atoms, 3)
+        eV/A, F = -dE/dr, and virial (3, 3) eV, W = -dE/d(strain) (ASE stress = -W / V).
+        """
+        nl = env.neighbors
+        forces = np.zeros((env.n_atoms, 3))
+        virial = np.zeros((3, 3))
+        empty = np.zeros(0)
+        for el, terms in self._compiled.items():
+            n_c = len(env.centers[el])
+            if n_c == 0:
+                continue
+            w = np.ascontiguousarray(dEdG[el], dtype=float)
+            if w.shape != (n_c, terms.nG):
+                raise ValueError(f"dE/dG of {el} has shape {w.shape}, expected {(n_c, terms.nG)}")
+            gpair = np.zeros((len(env.entry[el]), 3))
+            scratch = np.zeros(n_c * terms.nG)
+            _kernel.compute(terms, _MODE_FORCES, env.pfirst[el], env.entry[el], nl.j, nl.D,
+                            nl.d, env.species, scratch, empty, empty, empty, w.reshape(-1),
+                            gpair.reshape(-1), self.num_threads)
+            _kernel.scatter_forces(env.centers[el], env.pfirst[el], env.entry[el], nl.j, nl.D,
+                                   gpair, forces, virial)
+        return forces, virial
+
+    def __call__(self, atoms, derivatives: bool = False) -> Features:
+        return self.features(self.environment(atoms), derivatives)
+
+
+def featurize(atoms, spec: FingerprintSpec | str, derivatives: bool = False,
+              num_threads: int | None = None) -> Features:
+    """Fingerprints of an ``ase.Atoms`` under `spec` (a FingerprintSpec, preset name or
+    JSON path). See the module docstring for the arrays returned."""
+    return Featurizer(spec, num_threads)(atoms, derivatives)
+
+
+__all__ = ["Featurizer", "Features", "Environment", "featurize", "SpecError"]

@@ -1,0 +1,129 @@
+"""Neighbor lists: full lists over periodic images, in ASE's 'ijS' convention.
+
+``D = positions[j] - positions[i] + S @ cell`` is the vector from atom i to neighbor j
+(r_vec_ij = r_j - r_i), ``d = |D| < cutoff``. A small periodic cell gives several
+images of one neighbor and images of the atom itself; each is its own entry.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from dcf._ext import neighbors as _kernel
+
+
+def default_threads() -> int:
+    """Threads for the kernels: ``DCF_NUM_THREADS`` or ``OMP_NUM_THREADS``, else 1."""
+    for name in ("DCF_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
+@dataclass(frozen=True)
+class NeighborList:
+    """A full neighbor list in compressed (CSR) form.
+
+    Attributes
+    ----------
+    first : (n_atoms + 1,) intp. Entries of atom i are ``first[i]:first[i+1]``.
+    j : (m,) intp. Neighbor atom of each entry.
+    S : (m, 3) int64. Integer cell shift of each entry (0 on open axes).
+    D : (m, 3) float64, Angstrom. ``r_j - r_i + S @ cell``.
+    d : (m,) float64, Angstrom. ``|D|``.
+    cutoff : float, Angstrom.
+    """
+
+    first: np.ndarray
+    j: np.ndarray
+    S: np.ndarray
+    D: np.ndarray
+    d: np.ndarray
+    cutoff: float
+
+    @property
+    def i(self) -> np.ndarray:
+        """(m,) intp: the central atom of each entry."""
+        return np.repeat(np.arange(len(self.first) - 1), np.diff(self.first))
+
+    def __len__(self) -> int:
+        return len(self.j)
+
+
+def complete_cell(cell, pbc) -> np.ndarray:
+    """A (3, 3) invertible cell equal to `cell` on periodic axes.
+
+    Open axes get unit vectors orthogonal to the periodic ones, so a zero or
+    degenerate vector on an open axis (an isolated molecule, a slab) is fine.
+    Raises ValueError if the periodic vectors are zero or linearly dependent.
+    """
+    cell = np.asarray(cell, dtype=float).reshape(3, 3)
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    periodic = [k for k in range(3) if pbc[k]]
+    vectors = cell[periodic]
+    if len(periodic):
+        sv = np.linalg.svd(vectors, compute_uv=False)
+        if sv[-1] <= 1e-8 * max(sv[0], 1e-300) or sv[0] == 0.0:
+            raise ValueError(
+                f"cell vectors on the periodic axes {periodic} are zero or linearly dependent: "
+                f"cell = {cell.tolist()}")
+    out = cell.copy()
+    open_axes = [k for k in range(3) if not pbc[k]]
+    if open_axes:
+        # orthonormal complement of the periodic span, via SVD of the periodic vectors
+        if len(periodic):
+            _, _, vt = np.linalg.svd(vectors)
+            complement = vt[len(periodic):]
+        else:
+            complement = np.eye(3)
+        for k, v in zip(open_axes, complement):
+            out[k] = v
+        if np.linalg.det(out) < 0:
+            out[open_axes[0]] *= -1.0
+    return out
+
+
+def build_neighbor_list(positions, cell, pbc, cutoff: float,
+                        num_threads: int | None = None) -> NeighborList:
+    """Full neighbor list of `positions` (n, 3) A within `cutoff` A.
+
+    `cell` (3, 3) rows are lattice vectors; `pbc` three bools. Positions need not be
+    inside the cell. O(n) cell list over periodic images; cells thinner than the
+    cutoff, skewed triclinic cells and any mix of periodic and open axes work.
+    """
+    positions = np.ascontiguousarray(positions, dtype=float)
+    if positions.ndim != 2 or positions.shape[1] != 3:
+        raise ValueError(f"positions must have shape (n, 3), got {positions.shape}")
+    if not np.all(np.isfinite(positions)):
+        raise ValueError("positions contain NaN or infinite values")
+    cutoff = float(cutoff)
+    if not (np.isfinite(cutoff) and cutoff > 0):
+        raise ValueError(f"cutoff must be a positive finite number of Angstrom, got {cutoff}")
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    full = complete_cell(cell, pbc)
+    inverse = np.ascontiguousarray(np.linalg.inv(full))
+    first, j, S, D, d = _kernel.build(
+        positions, np.ascontiguousarray(full), inverse, tuple(bool(p) for p in pbc), cutoff,
+        num_threads or default_threads())
+    return NeighborList(first, j, S, D, d, cutoff)
+
+
+def neighbor_list(atoms, cutoff: float, quantities: str = "ijS",
+                  num_threads: int | None = None):
+    """Full neighbor list of an ``ase.Atoms``, like ``ase.neighborlist.neighbor_list``.
+
+    `quantities` is a string of letters: i (central atom), j (neighbor), S (integer
+    shift, (m, 3)), D (vector r_j - r_i + S @ cell, (m, 3) A), d (distance, (m,) A).
+    Returns one array per letter, as a tuple (or the array alone for one letter).
+    """
+    nl = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff, num_threads)
+    table = {"i": lambda: nl.i, "j": lambda: nl.j, "S": lambda: nl.S,
+             "D": lambda: nl.D, "d": lambda: nl.d}
+    unknown = set(quantities) - set(table)
+    if unknown:
+        raise ValueError(f"unknown quantities {sorted(unknown)} in {quantities!r}; use i, j, S, D, d")
+    out = tuple(table[q]() for q in quantities)
+    return out[0] if len(out) == 1 else out

@@ -1,0 +1,113 @@
+"""The neighbor list against a brute-force search over images and against ASE."""
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.neighborlist import neighbor_list as ase_neighbor_list
+from hypothesis import given, strategies as st
+
+from dcf import neighbor_list
+from dcf.neighbors import build_neighbor_list, complete_cell
+from reference import brute_force_neighbors
+
+
+def as_set(i, j, S):
+    return set(zip(np.asarray(i).tolist(), np.asarray(j).tolist(), map(tuple, np.asarray(S).tolist())))
+
+
+def check_against_brute_force(positions, cell, pbc, cutoff):
+    nl = build_neighbor_list(positions, cell, pbc, cutoff)
+    bi, bj, bS, bD, bd = brute_force_neighbors(positions, cell, pbc, cutoff)
+    assert as_set(nl.i, nl.j, nl.S) == as_set(bi, bj, bS)
+    # vectors and distances follow ASE's definition D = r_j - r_i + S @ cell
+    D = positions[nl.j] - positions[nl.i] + nl.S @ np.asarray(cell)
+    np.testing.assert_allclose(nl.D, D, atol=1e-9)
+    np.testing.assert_allclose(nl.d, np.linalg.norm(D, axis=1), atol=1e-9)
+    assert np.all(np.diff(nl.i) >= 0) and nl.first[-1] == len(nl)
+    return nl
+
+
+@st.composite
+def periodic_systems(draw):
+    """Random triclinic cells from cubic to very skewed, often thinner than the cutoff,
+    with any mix of periodic and open axes and atoms outside the cell."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    diag = rng.uniform(0.8, 6.0, 3)
+    skew = draw(st.sampled_from([0.0, 0.5, 2.5]))
+    cell = np.diag(diag)
+    cell[1, 0], cell[2, 0], cell[2, 1] = rng.uniform(-skew, skew, 3) * diag[[0, 0, 1]]
+    n = draw(st.integers(1, 7))
+    positions = rng.uniform(-0.5, 1.5, (n, 3)) @ cell
+    pbc = tuple(draw(st.lists(st.booleans(), min_size=3, max_size=3)))
+    cutoff = draw(st.floats(0.3, 4.5))
+    return positions, cell, pbc, cutoff
+
+
+@given(periodic_systems())
+def test_matches_brute_force_over_all_images(system):
+    check_against_brute_force(*system)
+
+
+@given(periodic_systems())
+def test_matches_ase(system):
+    positions, cell, pbc, cutoff = system
+    atoms = Atoms(f"H{len(positions)}", positions=positions, cell=cell, pbc=pbc)
+    i, j, S = neighbor_list(atoms, cutoff)
+    ai, aj, aS, ad = ase_neighbor_list("ijSd", atoms, cutoff)
+    keep = ad < cutoff          # ASE may include pairs at exactly d == cutoff
+    assert as_set(i, j, S) == as_set(ai[keep], aj[keep], aS[keep])
+
+
+def test_cell_thinner_than_cutoff_gives_self_images():
+    atoms = Atoms("Ti", positions=[[0.3, 0.2, 0.1]], cell=[2.0, 2.5, 3.0], pbc=True)
+    i, j, S, d = neighbor_list(atoms, 5.0, "ijSd")
+    assert np.all(i == 0) and np.all(j == 0)
+    assert len(S) == len(as_set(i, j, S))            # every image once
+    assert (0, 0, (0, 0, 0)) not in as_set(i, j, S)  # but never the atom itself
+    brute = brute_force_neighbors(atoms.positions, atoms.cell.array, atoms.pbc, 5.0)
+    assert len(S) == len(brute[0]) == 32
+
+
+def test_isolated_molecule_with_zero_cell():
+    atoms = Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    i, j, d = neighbor_list(atoms, 1.2, "ijd")
+    assert as_set(i, j, np.zeros((len(i), 3), int)) == {
+        (0, 1, (0, 0, 0)), (1, 0, (0, 0, 0)), (0, 2, (0, 0, 0)), (2, 0, (0, 0, 0))}
+    np.testing.assert_allclose(sorted(d), [0.96, 0.96, 0.9604686, 0.9604686], atol=1e-6)
+
+
+def test_slab_with_zero_vacuum_vector_and_far_atoms():
+    cell = np.array([[3.0, 0, 0], [1.0, 2.8, 0], [0, 0, 0]])
+    positions = np.array([[0.1, 0.2, 0.0], [1.5, 1.0, 1.3], [7.0, -5.0, 40.0]])
+    check_against_brute_force(positions, cell, (True, True, False), 3.5)
+
+
+def test_large_random_cell_matches_ase(rng):
+    atoms = Atoms("H300", positions=rng.uniform(size=(300, 3)) * 12.0,
+                  cell=[[12, 0, 0], [3, 11, 0], [-2, 1, 10]], pbc=True)
+    i, j, S = neighbor_list(atoms, 3.0)
+    ai, aj, aS = ase_neighbor_list("ijS", atoms, 3.0)
+    assert as_set(i, j, S) == as_set(ai, aj, aS)
+
+
+def test_quantities_and_errors():
+    atoms = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]], cell=[5, 5, 5], pbc=True)
+    D, d = neighbor_list(atoms, 2.0, "Dd")
+    np.testing.assert_allclose(np.linalg.norm(D, axis=1), d)
+    with pytest.raises(ValueError, match="cutoff"):
+        neighbor_list(atoms, -1.0)
+    with pytest.raises(ValueError, match="unknown quantities"):
+        neighbor_list(atoms, 2.0, "ijX")
+    bad = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]], cell=[5, 0, 5], pbc=True)
+    with pytest.raises(ValueError, match="periodic"):
+        neighbor_list(bad, 2.0)
+    atoms.positions[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        neighbor_list(atoms, 2.0)
+
+
+def test_complete_cell_keeps_periodic_vectors():
+    cell = np.array([[2.0, 0.5, 0], [0, 0, 0], [0, 0, 0]])
+    full = complete_cell(cell, (True, False, False))
+    np.testing.assert_array_equal(full[0], cell[0])
+    assert np.linalg.det(full) > 0
