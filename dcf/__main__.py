@@ -1,0 +1,5 @@
+import sys
+
+from dcf.cli import main
+
+sys.exit(main())

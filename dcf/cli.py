@@ -1,0 +1,139 @@
+"""The `dcf` command line. Printing and file handling live here; the library returns data."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Call write(tmp) on a temporary name beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial{path.suffix}")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def cmd_spec(args) -> int:
+    from dcf.spec import FingerprintSpec
+    base = FingerprintSpec.resolve(args.like)
+    elements = [e.strip() for e in args.elements.split(",") if e.strip()]
+    spec, dropped = base.like(elements, name=args.name or "")
+    out = Path(args.out)
+    _write_atomic(out, lambda tmp: spec.save(tmp))
+    for rule in dropped:
+        print(f"note: dropped rule {json.dumps(rule)} (names elements not in {elements})")
+    for el in spec.elements:
+        g, a = spec.n_features(el)
+        print(f"{el:>3}: {g} G, {a} A vectors")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_featurize(args) -> int:
+    from ase.io import read
+
+    from dcf.fingerprints import Featurizer
+
+    featurizer = Featurizer(args.spec, num_threads=args.threads)
+    spec = featurizer.spec
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise SystemExit(f"dcf featurize: --out must end in .npz (got {out}); "
+                         f"the HDF5 feature store is not available yet")
+    frames = []
+    for path in args.structures:
+        if not Path(path).exists():
+            raise SystemExit(f"dcf featurize: {path} does not exist")
+        try:
+            frames += [(path, k, a) for k, a in enumerate(read(path, index=args.index))]
+        except Exception as err:       # ase raises many kinds for unreadable files
+            raise SystemExit(f"dcf featurize: cannot read {path}: {err}") from None
+
+    parts: dict[str, dict[str, list]] = {el: {"G": [], "A": [], "frame": [], "atom": []}
+                                         for el in spec.elements}
+    n_atoms = 0
+    start = time.perf_counter()
+    for frame_id, (path, k, atoms) in enumerate(frames):
+        try:
+            f = featurizer(atoms)
+        except ValueError as err:
+            raise SystemExit(f"dcf featurize: {path} frame {k}: {err}") from None
+        n_atoms += len(atoms)
+        for el in spec.elements:
+            parts[el]["G"].append(f.G[el])
+            parts[el]["A"].append(f.A[el])
+            parts[el]["frame"].append(np.full(len(f.index[el]), frame_id))
+            parts[el]["atom"].append(f.index[el])
+    elapsed = time.perf_counter() - start
+
+    arrays = {"spec": np.array(spec.to_json()), "spec_sha256": np.array(spec.fingerprint),
+              "sources": np.array([f"{p}@{k}" for p, k, _ in frames])}
+    for el in spec.elements:
+        for key, chunks in parts[el].items():
+            arrays[f"{key}/{el}"] = np.concatenate(chunks) if chunks else np.zeros(0)
+    _write_atomic(out, lambda tmp: np.savez_compressed(tmp, **arrays))
+
+    print(f"spec {spec.name or args.spec}: max Rc {spec.max_cutoff:g} A")
+    print(f"{len(frames)} frame(s), {n_atoms} atoms in {elapsed:.3f} s "
+          f"({len(frames) / max(elapsed, 1e-12):.1f} frames/s, "
+          f"{n_atoms / max(elapsed, 1e-12):.0f} atoms/s, {featurizer.num_threads} thread(s))")
+    print(f"{'element':>7} {'atoms':>7} {'nG':>5} {'nA':>4} {'<|G|>':>10} {'<|A|>':>7}")
+    for el in spec.elements:
+        G, A = arrays[f"G/{el}"], arrays[f"A/{el}"]
+        if not len(G):
+            continue
+        print(f"{el:>7} {len(G):>7} {G.shape[1]:>5} {A.shape[1]:>4} "
+              f"{np.abs(G).mean():>10.4g} {np.linalg.norm(A, axis=-1).mean():>7.3f}")
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dcf", description="Direct Covariant Forces and Behler-Parrinello force fields.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("spec", help="write a fingerprint spec for other elements, "
+                                    "following a preset's pattern")
+    p.add_argument("--elements", required=True, help="comma-separated symbols, e.g. Li,Ge,P,S")
+    p.add_argument("--like", default="mailoa2019-S4", help="preset name or spec file")
+    p.add_argument("--name", help="name stored in the spec")
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.set_defaults(run=cmd_spec)
+
+    p = sub.add_parser("featurize", help="fingerprints (G, A) of structure files")
+    p.add_argument("structures", nargs="+", help="files ase.io can read (extxyz, OUTCAR, ...)")
+    p.add_argument("--spec", default="mailoa2019-S4", help="preset name or spec JSON file")
+    p.add_argument("--out", required=True, help="output .npz file")
+    p.add_argument("--index", default=":", help="frames to read, ase syntax (default ':')")
+    p.add_argument("--threads", type=int, default=None, help="OpenMP threads (default 1)")
+    p.set_defaults(run=cmd_featurize)
+    return parser
+
+
+def _version() -> str:
+    from dcf import __version__
+    return f"dcf {__version__}"
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from dcf.spec import SpecError
+    try:
+        return args.run(args)
+    except SpecError as err:
+        print(f"dcf {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
