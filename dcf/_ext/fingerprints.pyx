@@ -157,6 +157,193 @@ cdef inline void _cutoff_sq(double s, double rc, double* fc, double* dfc_ds) noe
         dfc_ds[0] = -c * k * ((((1.0 + -0.16666666666666666 * y) + y2 * (0.008333333333333333 + -0.0001984126984126984 * y)) + y4 * ((2.7557319223985893e-06 + -2.505210838544172e-08 * y) + y2 * (1.6059043836821613e-10 + -7.647163731819816e-13 * y))) + y8 * ((2.8114572543455206e-15 + -8.22063524662433e-18 * y) + y2 * 1.9572941063391263e-20))
 
 
+cdef inline int _partners(int n1, int lo, int hi, const double* r, const double* D,
+                          double rc2, int* partner, double* pdot, double* prjk2) noexcept nogil:
+    """Entries n2 in [lo, hi) with r_jk^2 < rc2 (branch-free), with D1.D2 and r_jk^2."""
+    cdef int n2, cnt = 0
+    cdef double x1 = D[3 * n1], y1 = D[3 * n1 + 1], z1 = D[3 * n1 + 2]
+    cdef double r1s = r[n1] * r[n1], dot, sjk
+    for n2 in range(lo, hi):
+        dot = x1 * D[3 * n2] + y1 * D[3 * n2 + 1] + z1 * D[3 * n2 + 2]
+        sjk = r1s + r[n2] * r[n2] - 2.0 * dot
+        partner[cnt] = n2
+        pdot[cnt] = dot
+        prjk2[cnt] = sjk
+        cnt = cnt + (sjk < rc2)
+    return cnt
+
+
+cdef void _angular_values(const Terms* t, int nblock, const int* bstart, const int* sp,
+                          const double* r, const double* ir, const double* D, const double* P,
+                          int* partner, double* pdot, double* prjk2, double* G) noexcept nogil:
+    """G4/G5 values only (no derivatives): the hot loop of DCF inference."""
+    cdef const int* pair_start = t.pair_start
+    cdef const double* pair_rc2 = t.pair_rc2
+    cdef const int* grp_kind = t.grp_kind
+    cdef const int* grp_fac = t.grp_fac
+    cdef const int* grp_rc = t.grp_rc
+    cdef const double* grp_eta = t.grp_eta
+    cdef const int* grp_start = t.grp_start
+    cdef const double* lam = t.ang_lambda
+    cdef const double* zeta = t.ang_zeta
+    cdef const double* coef = t.ang_coef
+    cdef const int* izeta = t.ang_izeta
+    cdef const int* col = t.ang_col
+    cdef const double* rc = t.rc
+    cdef int n_fac = t.n_fac, ns = t.n_species
+    cdef int b1, b2, key, g, q, cnt, c, tt, t0, t1, kind, n1, n2
+    cdef double ir1, rc2, rcg, rcg2, eta, P1, P2, sjk, fjk, base, cs, xa, pz
+    for b1 in range(nblock):
+        for b2 in range(b1, nblock):
+            key = sp[bstart[b1]] * ns + sp[bstart[b2]]
+            if pair_start[key] == pair_start[key + 1]:
+                continue
+            rc2 = pair_rc2[key]
+            for n1 in range(bstart[b1], bstart[b1 + 1]):
+                ir1 = ir[n1]
+                cnt = _partners(n1, n1 + 1 if b1 == b2 else bstart[b2], bstart[b2 + 1], r, D,
+                                rc2, partner, pdot, prjk2)
+                for g in range(pair_start[key], pair_start[key + 1]):
+                    q = grp_fac[g]
+                    P1 = P[n1 * n_fac + q]
+                    if P1 == 0.0:
+                        continue
+                    kind = grp_kind[g]
+                    rcg = rc[grp_rc[g]]
+                    rcg2 = rcg * rcg
+                    eta = grp_eta[g]
+                    t0 = grp_start[g]
+                    t1 = grp_start[g + 1]
+                    for c in range(cnt):
+                        n2 = partner[c]
+                        P2 = P[n2 * n_fac + q]
+                        if P2 == 0.0:
+                            continue
+                        base = P1 * P2
+                        if kind == 4:
+                            sjk = prjk2[c]
+                            if sjk >= rcg2:
+                                continue
+                            _cutoff_sq(sjk, rcg, &fjk, NULL)
+                            base = base * exp(-eta * sjk) * fjk
+                        cs = pdot[c] * ir1 * ir[n2]
+                        for tt in range(t0, t1):
+                            xa = 1.0 + lam[tt] * cs
+                            if xa <= 0.0:
+                                continue
+                            if izeta[tt] >= 0:
+                                pz = _ipow(xa, izeta[tt])
+                            else:
+                                pz = pow(xa, zeta[tt])
+                            G[col[tt]] += coef[tt] * pz * base
+
+
+cdef void _angular_gradients(const Terms* t, bint forces, int nblock, const int* bstart,
+                             const int* sp, const double* r, const double* ir, const double* D,
+                             const double* P, const double* dP, int* partner, double* pdot,
+                             double* prjk2, double* G, double* dG, const double* w,
+                             double* gp) noexcept nogil:
+    """G4/G5 values with derivatives: dG (m, nG, 3) blocks, or, with `forces`, the
+    contraction gp (m, 3) += sum_a w_a dG_a/dD_n."""
+    cdef const int* pair_start = t.pair_start
+    cdef const double* pair_rc2 = t.pair_rc2
+    cdef const int* grp_kind = t.grp_kind
+    cdef const int* grp_fac = t.grp_fac
+    cdef const int* grp_rc = t.grp_rc
+    cdef const double* grp_eta = t.grp_eta
+    cdef const int* grp_start = t.grp_start
+    cdef const double* lam = t.ang_lambda
+    cdef const double* zeta = t.ang_zeta
+    cdef const double* coef = t.ang_coef
+    cdef const int* izeta = t.ang_izeta
+    cdef const int* col = t.ang_col
+    cdef const double* rc = t.rc
+    cdef int n_fac = t.n_fac, ns = t.n_species, nG = t.nG
+    cdef int b1, b2, key, g, q, cnt, c, tt, t0, t1, kind, n1, n2, k
+    cdef double ir1, rc2, rcg, rcg2, eta, P1, dP1, P2, dP2, sjk
+    cdef double fjk, dfjk, ex, Q, dQ, base, cs, xa, pz, pzm1, alpha, beta, asum, bsum, ir2, a
+    cdef double u1[3]
+    cdef double u2[3]
+    cdef double w1[3]
+    cdef double w2[3]
+    for b1 in range(nblock):
+        for b2 in range(b1, nblock):
+            key = sp[bstart[b1]] * ns + sp[bstart[b2]]
+            if pair_start[key] == pair_start[key + 1]:
+                continue
+            rc2 = pair_rc2[key]
+            for n1 in range(bstart[b1], bstart[b1 + 1]):
+                ir1 = ir[n1]
+                cnt = _partners(n1, n1 + 1 if b1 == b2 else bstart[b2], bstart[b2 + 1], r, D,
+                                rc2, partner, pdot, prjk2)
+                for g in range(pair_start[key], pair_start[key + 1]):
+                    q = grp_fac[g]
+                    P1 = P[n1 * n_fac + q]
+                    dP1 = dP[n1 * n_fac + q]
+                    if P1 == 0.0 and dP1 == 0.0:
+                        continue
+                    kind = grp_kind[g]
+                    rcg = rc[grp_rc[g]]
+                    rcg2 = rcg * rcg
+                    eta = grp_eta[g]
+                    t0 = grp_start[g]
+                    t1 = grp_start[g + 1]
+                    for c in range(cnt):
+                        n2 = partner[c]
+                        P2 = P[n2 * n_fac + q]
+                        dP2 = dP[n2 * n_fac + q]
+                        if P2 == 0.0 and dP2 == 0.0:
+                            continue
+                        Q = 1.0
+                        dQ = 0.0
+                        if kind == 4:
+                            sjk = prjk2[c]
+                            if sjk >= rcg2:
+                                continue
+                            _cutoff_sq(sjk, rcg, &fjk, &dfjk)
+                            ex = exp(-eta * sjk)
+                            Q = ex * fjk
+                            dQ = ex * (dfjk - eta * fjk)     # dQ / d(r_jk^2)
+                        ir2 = ir[n2]
+                        cs = pdot[c] * ir1 * ir2
+                        base = P1 * P2 * Q
+                        # d cos / dD1 = D2/(r1 r2) - cos D1/r1^2 (and 1 <-> 2);
+                        # d r_jk^2 / dD2 = -d r_jk^2 / dD1 = 2 (D2 - D1)
+                        for k in range(3):
+                            u1[k] = base * (D[3 * n2 + k] * ir1 * ir2 - cs * D[3 * n1 + k] * ir1 * ir1)
+                            u2[k] = base * (D[3 * n1 + k] * ir1 * ir2 - cs * D[3 * n2 + k] * ir2 * ir2)
+                            a = 2.0 * P1 * P2 * dQ * (D[3 * n2 + k] - D[3 * n1 + k])
+                            w1[k] = dP1 * P2 * Q * D[3 * n1 + k] * ir1 - a
+                            w2[k] = P1 * dP2 * Q * D[3 * n2 + k] * ir2 + a
+                        asum = 0.0
+                        bsum = 0.0
+                        for tt in range(t0, t1):
+                            xa = 1.0 + lam[tt] * cs
+                            if xa < 0.0:
+                                xa = 0.0
+                            if izeta[tt] >= 0:
+                                pzm1 = _ipow(xa, izeta[tt] - 1)
+                            elif xa > 0.0:
+                                pzm1 = pow(xa, zeta[tt] - 1.0)
+                            else:
+                                pzm1 = 0.0
+                            pz = pzm1 * xa
+                            G[col[tt]] += coef[tt] * pz * base
+                            alpha = coef[tt] * zeta[tt] * lam[tt] * pzm1
+                            beta = coef[tt] * pz
+                            if forces:
+                                asum += w[col[tt]] * alpha
+                                bsum += w[col[tt]] * beta
+                            else:
+                                for k in range(3):
+                                    dG[(n1 * nG + col[tt]) * 3 + k] += alpha * u1[k] + beta * w1[k]
+                                    dG[(n2 * nG + col[tt]) * 3 + k] += alpha * u2[k] + beta * w2[k]
+                        if forces:
+                            for k in range(3):
+                                gp[3 * n1 + k] += asum * u1[k] + bsum * w1[k]
+                                gp[3 * n2 + k] += asum * u2[k] + bsum * w2[k]
+
+
 cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entry,
                   const Py_ssize_t* nl_j, const double* nl_D, const double* nl_d,
                   const int* species, double* G, double* A, double* dG, double* dA,
@@ -181,13 +368,11 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
     cdef double* ir = prjk2 + m
     cdef int* partner = sp + m
     cdef int* bstart = partner + m
-    cdef int nblock, b1, b2, cnt
-    cdef Py_ssize_t n, n1, n2, e
-    cdef int k, a, b, c, q, tt, g, col, s1, s2, key, cached_q
-    cdef double x, ex, f, df, v, dv, coef, rc2
-    cdef double r1, r2, dot, cs, rjk2, rjk, fjk, dfjk, Q, dQ, P1, P2, dP1, dP2, base
-    cdef double xa, pz, pzm1, alpha, beta, asum, bsum, lam, zeta, den, vv
-    cdef double inv12, u1[3], u2[3], w1[3], w2[3], ujk[3], M[9]
+    cdef int nblock
+    cdef Py_ssize_t n, e
+    cdef int k, a, b, c, q, tt, col
+    cdef double x, ex, f, df, v, dv, coef, den, vv
+    cdef double M[9]
     cdef bint derivs = mode == MODE_DERIVATIVES
     cdef bint forces = mode == MODE_FORCES
 
@@ -250,106 +435,11 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
             bstart[nblock] = n
             nblock += 1
     bstart[nblock] = m
-    for b1 in range(nblock):
-        for b2 in range(b1, nblock):
-            s1 = sp[bstart[b1]]
-            s2 = sp[bstart[b2]]
-            key = s1 * ns + s2
-            if t.pair_start[key] == t.pair_start[key + 1]:
-                continue
-            rc2 = t.pair_rc2[key]
-            for n1 in range(bstart[b1], bstart[b1 + 1]):
-                r1 = r[n1]
-                cnt = 0
-                for n2 in range(n1 + 1 if b1 == b2 else bstart[b2], bstart[b2 + 1]):
-                    dot = (D[3 * n1] * D[3 * n2] + D[3 * n1 + 1] * D[3 * n2 + 1]
-                           + D[3 * n1 + 2] * D[3 * n2 + 2])
-                    rjk2 = r1 * r1 + r[n2] * r[n2] - 2.0 * dot
-                    partner[cnt] = n2
-                    pdot[cnt] = dot
-                    prjk2[cnt] = rjk2
-                    cnt = cnt + (rjk2 < rc2)
-                for c in range(cnt):
-                    n2 = partner[c]
-                    inv12 = ir[n1] * ir[n2]
-                    cs = pdot[c] * inv12
-                    rjk2 = prjk2[c]
-                    cached_q = -1
-                    for g in range(t.pair_start[key], t.pair_start[key + 1]):
-                        q = t.grp_fac[g]
-                        P1 = P[n1 * n_fac + q]
-                        P2 = P[n2 * n_fac + q]
-                        dP1 = dP[n1 * n_fac + q]
-                        dP2 = dP[n2 * n_fac + q]
-                        if (P1 == 0.0 and dP1 == 0.0) or (P2 == 0.0 and dP2 == 0.0):
-                            continue
-                        if t.grp_kind[g] == 4:
-                            q = t.grp_rc[g]
-                            if rjk2 >= t.rc[q] * t.rc[q]:
-                                continue
-                            if q != cached_q:
-                                _cutoff_sq(rjk2, t.rc[q], &fjk, &dfjk if (derivs or forces) else NULL)
-                                cached_q = q
-                            ex = exp(-t.grp_eta[g] * rjk2)
-                            Q = ex * fjk
-                            dQ = ex * (dfjk - t.grp_eta[g] * fjk) if (derivs or forces) else 0.0
-                        else:
-                            Q = 1.0
-                            dQ = 0.0
-                        base = P1 * P2 * Q
-                        if not (derivs or forces):
-                            for tt in range(t.grp_start[g], t.grp_start[g + 1]):
-                                xa = 1.0 + t.ang_lambda[tt] * cs
-                                if xa <= 0.0:
-                                    continue
-                                if t.ang_izeta[tt] >= 0:
-                                    pz = _ipow(xa, t.ang_izeta[tt])
-                                else:
-                                    pz = pow(xa, t.ang_zeta[tt])
-                                G[t.ang_col[tt]] += t.ang_coef[tt] * pz * base
-                            continue
-                        # d cos / dD1 = D2/(r1 r2) - cos D1/r1^2, and symmetric for D2
-                        for k in range(3):
-                            u1[k] = base * (D[3 * n2 + k] * inv12 - cs * D[3 * n1 + k] * ir[n1] * ir[n1])
-                            u2[k] = base * (D[3 * n1 + k] * inv12 - cs * D[3 * n2 + k] * ir[n2] * ir[n2])
-                            w1[k] = dP1 * P2 * Q * D[3 * n1 + k] * ir[n1]
-                            w2[k] = P1 * dP2 * Q * D[3 * n2 + k] * ir[n2]
-                        if dQ != 0.0:       # dQ is dQ/d(r_jk^2): d r_jk^2 / dD2 = 2 (D2 - D1)
-                            for k in range(3):
-                                ujk[k] = 2.0 * P1 * P2 * dQ * (D[3 * n2 + k] - D[3 * n1 + k])
-                                w1[k] -= ujk[k]
-                                w2[k] += ujk[k]
-                        asum = 0.0
-                        bsum = 0.0
-                        for tt in range(t.grp_start[g], t.grp_start[g + 1]):
-                            lam = t.ang_lambda[tt]
-                            zeta = t.ang_zeta[tt]
-                            xa = 1.0 + lam * cs
-                            if xa < 0.0:
-                                xa = 0.0
-                            if t.ang_izeta[tt] >= 0:
-                                pzm1 = _ipow(xa, t.ang_izeta[tt] - 1)
-                            elif xa > 0.0:
-                                pzm1 = pow(xa, zeta - 1.0)
-                            else:
-                                pzm1 = 0.0
-                            pz = pzm1 * xa
-                            col = t.ang_col[tt]
-                            coef = t.ang_coef[tt]
-                            G[col] += coef * pz * base
-                            alpha = coef * zeta * lam * pzm1
-                            beta = coef * pz
-                            if derivs:
-                                for k in range(3):
-                                    dG[(n1 * nG + col) * 3 + k] += alpha * u1[k] + beta * w1[k]
-                                    dG[(n2 * nG + col) * 3 + k] += alpha * u2[k] + beta * w2[k]
-                            else:
-                                asum += w[col] * alpha
-                                bsum += w[col] * beta
-                        if forces:
-                            for k in range(3):
-                                gp[3 * n1 + k] += asum * u1[k] + bsum * w1[k]
-                                gp[3 * n2 + k] += asum * u2[k] + bsum * w2[k]
+    if derivs or forces:
+        _angular_gradients(t, forces, nblock, bstart, sp, r, ir, D, P, dP, partner, pdot, prjk2,
+                           G, dG, w, gp)
+    else:
+        _angular_values(t, nblock, bstart, sp, r, ir, D, P, partner, pdot, prjk2, G)
 
     if forces or nA == 0:
         return
