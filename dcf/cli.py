@@ -42,7 +42,10 @@ def cmd_featurize(args) -> int:
 
     from dcf.fingerprints import Featurizer
 
-    featurizer = Featurizer(args.spec, num_threads=args.threads)
+    try:
+        featurizer = Featurizer(args.spec, num_threads=args.threads)
+    except ValueError as err:
+        raise SystemExit(f"dcf featurize: {err}") from None
     spec = featurizer.spec
     out = Path(args.out)
     if out.suffix != ".npz":
@@ -53,9 +56,13 @@ def cmd_featurize(args) -> int:
         if not Path(path).exists():
             raise SystemExit(f"dcf featurize: {path} does not exist")
         try:
-            frames += [(path, k, a) for k, a in enumerate(read(path, index=args.index))]
+            selected = read(path, index=args.index)
         except Exception as err:       # ase raises many kinds for unreadable files
             raise SystemExit(f"dcf featurize: cannot read {path}: {err}") from None
+        selected = [selected] if hasattr(selected, "get_chemical_symbols") else selected
+        frames += [(path, k, a) for k, a in enumerate(selected)]
+    if not frames:
+        raise SystemExit(f"dcf featurize: --index {args.index} selects no frames")
 
     parts: dict[str, dict[str, list]] = {el: {"G": [], "A": [], "frame": [], "atom": []}
                                          for el in spec.elements}

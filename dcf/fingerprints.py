@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dcf._ext import fingerprints as _kernel
-from dcf.neighbors import NeighborList, build_neighbor_list, default_threads
+from dcf.neighbors import NeighborList, build_neighbor_list, resolve_threads
 from dcf.spec import FingerprintSpec, SpecError
 
 _MODE_VALUES, _MODE_DERIVATIVES, _MODE_FORCES = 0, 1, 2
@@ -170,7 +170,7 @@ class Featurizer:
 
     def __init__(self, spec: FingerprintSpec | str, num_threads: int | None = None):
         self.spec = FingerprintSpec.resolve(spec)
-        self.num_threads = num_threads or default_threads()
+        self.num_threads = resolve_threads(num_threads)
         self._compiled = {el: _compile(self.spec, el) for el in self.spec.elements}
 
     def environment(self, atoms, source: str = "structure") -> Environment:

@@ -14,6 +14,15 @@ import numpy as np
 from dcf._ext import neighbors as _kernel
 
 
+def resolve_threads(num_threads: int | None) -> int:
+    """`num_threads` if given (must be >= 1), else `default_threads()`."""
+    if num_threads is None:
+        return default_threads()
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
+    return num_threads
+
+
 def default_threads() -> int:
     """Threads for the kernels: ``DCF_NUM_THREADS`` or ``OMP_NUM_THREADS``, else 1."""
     for name in ("DCF_NUM_THREADS", "OMP_NUM_THREADS"):
@@ -107,7 +116,7 @@ def build_neighbor_list(positions, cell, pbc, cutoff: float,
     inverse = np.ascontiguousarray(np.linalg.inv(full))
     first, j, S, D, d = _kernel.build(
         positions, np.ascontiguousarray(full), inverse, tuple(bool(p) for p in pbc), cutoff,
-        num_threads or default_threads())
+        resolve_threads(num_threads))
     return NeighborList(first, j, S, D, d, cutoff)
 
 

@@ -149,6 +149,8 @@ class FingerprintSpec:
             raise SpecError(f"fingerprint spec file {str(path)!r} does not exist") from None
         except json.JSONDecodeError as err:
             raise SpecError(f"{path}: not valid JSON ({err})") from None
+        except OSError as err:
+            raise SpecError(f"cannot read fingerprint spec {str(path)!r}: {err}") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -172,7 +174,7 @@ class FingerprintSpec:
             return name_or_path
         if str(name_or_path) in cls.presets():
             return cls.preset(str(name_or_path))
-        if Path(name_or_path).exists():
+        if Path(name_or_path).is_file():
             return cls.load(name_or_path)
         raise SpecError(f"{str(name_or_path)!r} is neither a preset "
                         f"({', '.join(cls.presets())}) nor an existing spec file")
@@ -242,8 +244,11 @@ class FingerprintSpec:
         """Write the spec as JSON (atomically: a temporary name, then renamed)."""
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.to_json() + "\n")
-        tmp.replace(path)
+        try:
+            tmp.write_text(self.to_json() + "\n")
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @property
     def fingerprint(self) -> str:
@@ -309,6 +314,8 @@ class FingerprintSpec:
         if "Rc" not in rule and self.cutoff is None:
             raise SpecError(f"{where}: no Rc and the spec has no default 'cutoff'")
         rcs = [_number(v, f"{where}: Rc") for v in _as_list(rule.get("Rc", self.cutoff))]
+        if not rcs:
+            raise SpecError(f"{where}: Rc is an empty list")
         for rc in rcs:
             if rc <= 0:
                 raise SpecError(f"{where}: Rc must be > 0, got {rc}")

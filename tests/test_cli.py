@@ -78,3 +78,14 @@ def test_featurize_bad_input_leaves_nothing(tmp_path, problem):
     assert res.returncode != 0
     assert res.stderr.strip() and "Traceback" not in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if "f.npz" in p.name) == []
+
+
+def test_featurize_frame_selection(tmp_path, rng):
+    data = tmp_path / "frames.extxyz"
+    write(data, [random_atoms(rng) for _ in range(2)])
+    assert "1 frame(s)" in dcf("featurize", data, "--index", "0", "--out", tmp_path / "a.npz").stdout
+    assert "1 frame(s)" in dcf("featurize", data, "--index", "-1", "--out", tmp_path / "b.npz").stdout
+    for bad in (["--index", "5:"], ["--threads", "-2"], ["--spec", str(tmp_path)]):
+        res = dcf("featurize", data, *bad, "--out", tmp_path / "c.npz", check=False)
+        assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+    assert not (tmp_path / "c.npz").exists()

@@ -111,3 +111,17 @@ def test_complete_cell_keeps_periodic_vectors():
     full = complete_cell(cell, (True, False, False))
     np.testing.assert_array_equal(full[0], cell[0])
     assert np.linalg.det(full) > 0
+
+
+def test_huge_spread_and_huge_cells_do_not_overflow_the_bins():
+    far = np.array([[0.0, 0, 0], [4194304.5] * 3])
+    nl = build_neighbor_list(far, np.zeros((3, 3)), (False,) * 3, 1.0)
+    assert len(nl) == 0
+    nl = build_neighbor_list([[0.0, 0, 0], [1, 0, 0]], np.eye(3) * 1e8, (True,) * 3, 1.5)
+    assert len(nl) == 2
+
+
+def test_bad_thread_count():
+    atoms = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]])
+    with pytest.raises(ValueError, match="num_threads"):
+        neighbor_list(atoms, 2.0, num_threads=-1)

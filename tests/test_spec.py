@@ -35,6 +35,7 @@ def test_expansion_order_and_pairs():
     (dict(kind="G2", neighbors=["Na"], eta=1.0, Rs=0), "not in 'elements'"),
     (dict(kind="G1", neighbors="*", Rc=0.0), "Rc must be > 0"),
     (dict(kind="G1", neighbors="*", Rc=-2.0), "Rc must be > 0"),
+    (dict(kind="G1", neighbors="*", Rc=[]), "Rc is an empty list"),
     (dict(kind="G4", neighbors="*", zeta=0.5, eta=0.1, **{"lambda": 1}), "zeta must be >= 1"),
     (dict(kind="G4", neighbors="*", zeta=1, eta=0.1, **{"lambda": 0.5}), "lambda"),
     (dict(kind="G4", neighbors=["Li"], zeta=1, eta=0.1, **{"lambda": 1}), "2 element"),

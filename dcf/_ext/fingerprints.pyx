@@ -566,10 +566,16 @@ def compute(CompiledTerms terms, int mode, const Py_ssize_t[::1] pfirst,
     cdef const double* pD = &nl_D[0, 0] if nl_D.shape[0] > 0 else NULL
     cdef const double* pd = &nl_d[0] if nl_d.shape[0] > 0 else NULL
     cdef Py_ssize_t p0
+    cdef int failed[1]
+    failed[0] = 0
     with nogil, parallel(num_threads=num_threads):
         buf = <double*>malloc(nbuf * sizeof(double))
         sp = <int*>malloc((3 * mmax + 2) * sizeof(int))
+        if buf == NULL or sp == NULL:
+            failed[0] = 1     # an element write: shared, not thread-private
         for c in prange(nc, schedule="dynamic", chunksize=4):
+            if buf == NULL or sp == NULL:
+                continue
             p0 = pfirst[c]
             m = pfirst[c + 1] - p0
             _center(t, mode, m, pentry + p0, pj, pD, pd, &species[0],
@@ -582,6 +588,8 @@ def compute(CompiledTerms terms, int mode, const Py_ssize_t[::1] pfirst,
                     buf, sp)
         free(buf)
         free(sp)
+    if failed[0]:
+        raise MemoryError(f"fingerprints: cannot allocate scratch for {mmax} neighbors per atom")
 
 
 def scatter_forces(const Py_ssize_t[::1] centers, const Py_ssize_t[::1] pfirst,

@@ -35,7 +35,7 @@ cdef Py_ssize_t _scan(Py_ssize_t i, const double[:, ::1] wrapped, const double[:
                       Py_ssize_t out, Py_ssize_t[::1] j_out, cnp.int64_t[:, ::1] S_out,
                       double[:, ::1] D_out, double[::1] d_out, bint fill) noexcept nogil:
     """Count (fill=0) or write (fill=1) the neighbors of atom i; return the count."""
-    cdef Py_ssize_t b0, b1, b2, c0, c1, c2, q, p, a, count = 0
+    cdef Py_ssize_t b0, b1, b2, c0, c1, c2, q, s, p, a, count = 0
     cdef double dx, dy, dz, r2
     b0 = _bin_of(wrapped[i, 0], lo[0], width[0], nb[0])
     b1 = _bin_of(wrapped[i, 1], lo[1], width[1], nb[1])
@@ -50,8 +50,8 @@ cdef Py_ssize_t _scan(Py_ssize_t i, const double[:, ::1] wrapped, const double[:
                 if c2 < 0 or c2 >= nb[2]:
                     continue
                 q = (c0 * nb[1] + c1) * nb[2] + c2
-                for p in range(bin_start[q], bin_start[q + 1]):
-                    p = bin_points[p]
+                for s in range(bin_start[q], bin_start[q + 1]):
+                    p = bin_points[s]
                     a = point_atom[p]
                     if a == i and point_shift[p, 0] == 0 and point_shift[p, 1] == 0 \
                             and point_shift[p, 2] == 0:
@@ -158,11 +158,11 @@ def build(const double[:, ::1] positions, const double[:, ::1] cell,
                     lo[k] = x
                 if x > hi[k]:
                     hi[k] = x
-    for k in range(3):
-        nb[k] = <Py_ssize_t>floor((hi[k] - lo[k]) / cutoff)
-        if nb[k] < 1:
-            nb[k] = 1
-    while nb[0] * nb[1] * nb[2] > 4 * npts + 64:
+    cdef double max_bins = 4.0 * npts + 64.0, nbk
+    for k in range(3):            # in floating point: a wide spread must not overflow
+        nbk = floor((hi[k] - lo[k]) / cutoff)
+        nb[k] = <Py_ssize_t>min(max(nbk, 1.0), max_bins)
+    while <double>nb[0] * <double>nb[1] * <double>nb[2] > max_bins:
         for k in range(3):
             nb[k] = max(1, nb[k] // 2)
     for k in range(3):
