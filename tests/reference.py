@@ -167,28 +167,48 @@ def v1(nbrs, t):
     return V
 
 
+def v1_scale(nbrs, t):
+    """Sum of |contributions| to V1: the size of its round-off."""
+    el, eta, Rs, Rc = t["neighbors"][0], t["eta"], t["Rs"], t["Rc"]
+    return sum(r * math.exp(-eta * (r - Rs) ** 2) * fc(r, Rc) for e, _, r in nbrs if e == el)
+
+
 def a1(nbrs, t):
     V = v1(nbrs, t)
     delta = t.get("delta", 0.0)
     # V is numerically zero when it is round-off relative to its summed contributions
-    el, eta, Rs, Rc = t["neighbors"][0], t["eta"], t["Rs"], t["Rc"]
-    scale = sum(r * math.exp(-eta * (r - Rs) ** 2) * fc(r, Rc) for e, _, r in nbrs if e == el)
-    if delta == 0.0 and np.linalg.norm(V) <= 1e-10 * scale:
+    if delta == 0.0 and np.linalg.norm(V) <= 1e-10 * v1_scale(nbrs, t):
         return np.zeros(3)
     return V / math.sqrt(float(np.dot(V, V)) + delta ** 2)
+
+
+def vector_condition(nbrs, t):
+    """Condition number of a V1/A1 term: how much round-off in V1 is amplified.
+
+    V1 itself has absolute error ~ eps * scale; A1 = V1 / |V1| has error ~ eps * scale / |V1|.
+    """
+    if t["kind"] == "V1":
+        return max(1.0, v1_scale(nbrs, t))
+    V = v1(nbrs, t)
+    norm = math.sqrt(float(np.dot(V, V)) + t.get("delta", 0.0) ** 2)
+    return max(1.0, v1_scale(nbrs, t) / norm) if norm > 0.0 else 1.0
 
 
 TERM_FUNCTIONS = {"G1": g1, "G2": g2, "G3": g3, "G4": g4, "G5": g5, "V1": v1, "A1": a1}
 
 
 # ----------------------------------------------------------------------------- driver
-def reference_fingerprints(atoms, centers):
-    """Return (G, A, index), dicts keyed by center element symbol."""
+def reference_fingerprints(atoms, centers, conditions=False):
+    """Return (G, A, index), dicts keyed by center element symbol.
+
+    With conditions=True also return K[el] (n_el, nA): the condition number of each vector
+    term (see vector_condition), so a comparison can scale its tolerance to it.
+    """
     symbols = atoms.get_chemical_symbols()
     rc_max = max(t["Rc"] for terms in centers.values() for t in terms)
     I, J, S, D, d = brute_force_neighbors(atoms.positions, atoms.cell.array, atoms.pbc, rc_max)
 
-    G, A, index = {}, {}, {}
+    G, A, index, K = {}, {}, {}, {}
     for el, terms in centers.items():
         for t in terms:
             if t["kind"] not in TERM_FUNCTIONS:
@@ -199,6 +219,7 @@ def reference_fingerprints(atoms, centers):
         index[el] = idx
         G[el] = np.zeros((len(idx), len(inv_terms)))
         A[el] = np.zeros((len(idx), len(vec_terms), 3))
+        K[el] = np.ones((len(idx), len(vec_terms)))
         for row, i in enumerate(idx):
             sel = np.nonzero(I == i)[0]
             nbrs = [(symbols[J[m]], D[m], float(d[m])) for m in sel]
@@ -206,7 +227,8 @@ def reference_fingerprints(atoms, centers):
                 G[el][row, col] = TERM_FUNCTIONS[t["kind"]](nbrs, t)
             for col, t in enumerate(vec_terms):
                 A[el][row, col] = TERM_FUNCTIONS[t["kind"]](nbrs, t)
-    return G, A, index
+                K[el][row, col] = vector_condition(nbrs, t)
+    return (G, A, index, K) if conditions else (G, A, index)
 
 
 def finite_difference(fun, atoms, h=1e-5):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.io import read
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from conftest import DATA, all_kinds_spec, random_atoms, random_cell
 from dcf import FingerprintSpec, SpecError, featurize
@@ -13,15 +13,16 @@ from reference import reference_fingerprints
 def reference(atoms, spec):
     centers = {el: [t.to_dict() | {"neighbors": tuple(t.neighbors)} for t in spec.terms[el]]
                for el in spec.elements}
-    return reference_fingerprints(atoms, centers)
+    return reference_fingerprints(atoms, centers, conditions=True)
 
 
-def assert_same_features(f, G, A, index, elements):
+def assert_same_features(f, G, A, index, K, elements):
     for el in elements:
         np.testing.assert_array_equal(f.index[el], index[el])
         scale = max(1.0, np.abs(G[el]).max(initial=0))
         np.testing.assert_allclose(f.G[el], G[el], rtol=1e-10, atol=1e-12 * scale)
-        np.testing.assert_allclose(f.A[el], A[el], rtol=1e-10, atol=1e-12)
+        # V1 sums cancel; A1 = V1/|V1| amplifies that round-off by the condition number K
+        np.testing.assert_array_less(np.abs(f.A[el] - A[el]), 1e-12 * K[el][..., None] + 1e-10 * np.abs(A[el]))
 
 
 def random_rotation(rng):
@@ -50,6 +51,7 @@ def test_every_kind_matches_reference(spec, rng, case):
 
 @given(seed=st.integers(0, 2**31), pbc=st.lists(st.booleans(), min_size=3, max_size=3),
        thin=st.booleans())
+@example(seed=2**31, pbc=[False, False, True], thin=True)   # A1 with a badly cancelling V1
 @settings(max_examples=15)
 def test_random_cells_match_reference(seed, pbc, thin):
     spec = all_kinds_spec()
