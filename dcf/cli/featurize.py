@@ -1,43 +1,25 @@
-"""The `dcf` command line. Printing and file handling live here; the library returns data."""
+"""`dcf featurize`: fingerprints (G, A) of structure files."""
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from dcf.cli._common import write_atomic
 
-def _write_atomic(path: Path, write) -> None:
-    """Call write(tmp) on a temporary name beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial{path.suffix}")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+HELP = "fingerprints (G, A) of structure files"
 
 
-def cmd_spec(args) -> int:
-    from dcf.spec import FingerprintSpec
-    base = FingerprintSpec.resolve(args.like)
-    elements = [e.strip() for e in args.elements.split(",") if e.strip()]
-    spec, dropped = base.like(elements, name=args.name or "")
-    out = Path(args.out)
-    _write_atomic(out, lambda tmp: spec.save(tmp))
-    for rule in dropped:
-        print(f"note: dropped rule {json.dumps(rule)} (names elements not in {elements})")
-    for el in spec.elements:
-        g, a = spec.n_features(el)
-        print(f"{el:>3}: {g} G, {a} A vectors")
-    print(f"wrote {out}")
-    return 0
+def add_arguments(p) -> None:
+    p.add_argument("structures", nargs="+", help="files ase.io can read (extxyz, OUTCAR, ...)")
+    p.add_argument("--spec", default="mailoa2019-S4", help="preset name or spec JSON file")
+    p.add_argument("--out", required=True, help="output .npz file")
+    p.add_argument("--index", default=":", help="frames to read, ase syntax (default ':')")
+    p.add_argument("--threads", type=int, default=None, help="OpenMP threads (default 1)")
 
 
-def cmd_featurize(args) -> int:
+def run(args) -> int:
     from ase.io import read
 
     from dcf.fingerprints import Featurizer
@@ -86,7 +68,7 @@ def cmd_featurize(args) -> int:
     for el in spec.elements:
         for key, chunks in parts[el].items():
             arrays[f"{key}/{el}"] = np.concatenate(chunks) if chunks else np.zeros(0)
-    _write_atomic(out, lambda tmp: np.savez_compressed(tmp, **arrays))
+    write_atomic(out, lambda tmp: np.savez_compressed(tmp, **arrays))
 
     print(f"spec {spec.name or args.spec}: max Rc {spec.max_cutoff:g} A")
     print(f"{len(frames)} frame(s), {n_atoms} atoms in {elapsed:.3f} s "
@@ -101,46 +83,3 @@ def cmd_featurize(args) -> int:
               f"{np.abs(G).mean():>10.4g} {np.linalg.norm(A, axis=-1).mean():>7.3f}")
     print(f"wrote {out}")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dcf", description="Direct Covariant Forces and Behler-Parrinello force fields.")
-    parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("spec", help="write a fingerprint spec for other elements, "
-                                    "following a preset's pattern")
-    p.add_argument("--elements", required=True, help="comma-separated symbols, e.g. Li,Ge,P,S")
-    p.add_argument("--like", default="mailoa2019-S4", help="preset name or spec file")
-    p.add_argument("--name", help="name stored in the spec")
-    p.add_argument("--out", required=True, help="output JSON file")
-    p.set_defaults(run=cmd_spec)
-
-    p = sub.add_parser("featurize", help="fingerprints (G, A) of structure files")
-    p.add_argument("structures", nargs="+", help="files ase.io can read (extxyz, OUTCAR, ...)")
-    p.add_argument("--spec", default="mailoa2019-S4", help="preset name or spec JSON file")
-    p.add_argument("--out", required=True, help="output .npz file")
-    p.add_argument("--index", default=":", help="frames to read, ase syntax (default ':')")
-    p.add_argument("--threads", type=int, default=None, help="OpenMP threads (default 1)")
-    p.set_defaults(run=cmd_featurize)
-    return parser
-
-
-def _version() -> str:
-    from dcf import __version__
-    return f"dcf {__version__}"
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from dcf.spec import SpecError
-    try:
-        return args.run(args)
-    except SpecError as err:
-        print(f"dcf {args.command}: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

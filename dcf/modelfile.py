@@ -1,0 +1,98 @@
+"""The model file: one versioned, self-describing file per trained potential.
+
+A model file is a zip archive in numpy's ``.npz`` layout (read with ``allow_pickle=False``, so
+loading an untrusted file executes no code). It holds
+
+* ``__metadata__``: a JSON document (a 0-d unicode array) with at least
+  ``{"format": "dcf-model", "version": 1, "model": "dcf" | "bp", "spec": <spec dict>,
+  "spec_sha256": ..., "dcf_version": ...}`` and whatever the model kind adds
+  (architecture, normalization statistics, training history);
+* named float arrays: the network weights, keyed by path-like names such as
+  ``"Li/nn1/0/W"``.
+
+``load_model(path)`` reads the metadata and hands the file to the model class named by
+``"model"``; each class provides ``from_file(metadata, arrays)``.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "dcf-model"
+VERSION = 1
+_METADATA = "__metadata__"
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, unreadable, of another format or of a newer version."""
+
+
+def write_model_file(path, metadata: dict, arrays: dict[str, np.ndarray]) -> Path:
+    """Write `metadata` (JSON-serializable) and float `arrays` to `path` atomically.
+
+    The format, version and dcf version are filled in; `metadata["model"]` must be set.
+    """
+    from dcf import __version__
+
+    if "model" not in metadata:
+        raise ValueError("model metadata needs a 'model' kind ('dcf' or 'bp')")
+    if _METADATA in arrays:
+        raise ValueError(f"array name {_METADATA!r} is reserved")
+    meta = {"format": FORMAT, "version": VERSION, "dcf_version": __version__, **metadata}
+    payload = {name: np.asarray(a) for name, a in arrays.items()}
+    for name, a in payload.items():
+        if a.dtype == object:
+            raise ValueError(f"array {name!r} has dtype object; model files hold numbers only")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **{_METADATA: np.array(json.dumps(meta))}, **payload)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_model_file(path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Return (metadata, arrays) of a model file, checking its format and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if _METADATA not in npz.files:
+                raise ModelFileError(f"{path} is not a dcf model file (no metadata)")
+            meta = json.loads(str(npz[_METADATA][()]))
+            arrays = {k: npz[k] for k in npz.files if k != _METADATA}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        if isinstance(err, ModelFileError):
+            raise
+        raise ModelFileError(f"{path} is not a dcf model file: {err}") from None
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a dcf model file (format {meta.get('format')!r})")
+    if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+        raise ModelFileError(f"{path} has model-file version {meta.get('version')!r}; this dcf "
+                             f"reads versions up to {VERSION}: upgrade dcf")
+    return meta, arrays
+
+
+def model_classes() -> dict:
+    """Model kinds known to load_model, imported on demand."""
+    from dcf.bp import BPModel
+    from dcf.dcf_model import DCFModel
+    return {"dcf": DCFModel, "bp": BPModel}
+
+
+def load_model(path):
+    """Load a DCF or B–P model file; returns the model object (see its `forces`, `calculator`)."""
+    meta, arrays = read_model_file(path)
+    kind = meta.get("model")
+    classes = model_classes()
+    if kind not in classes:
+        raise ModelFileError(f"{path}: unknown model kind {kind!r} (known: {sorted(classes)})")
+    return classes[kind].from_file(meta, arrays)
