@@ -1,0 +1,106 @@
+"""Small fully connected networks evaluated in numpy, for inference without TensorFlow.
+
+Training happens in TensorFlow/Keras; the trained weights are copied into an `MLP` and saved in
+the model file. MD then evaluates the network with a few numpy matrix products per step and no
+framework overhead. `MLP` also gives the gradient of a scalar output with respect to the inputs
+(dE/dG for B–P forces).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# activation name -> (f(z), f'(z) written in terms of z and f(z))
+ACTIVATIONS = {
+    "tanh": (np.tanh, lambda z, a: 1.0 - a * a),
+    "softplus": (lambda z: np.logaddexp(0.0, z), lambda z, a: 0.5 * (1.0 + np.tanh(0.5 * z))),
+    "silu": (lambda z: z * 0.5 * (1.0 + np.tanh(0.5 * z)),
+             lambda z, a: (s := 0.5 * (1.0 + np.tanh(0.5 * z))) * (1.0 + z * (1.0 - s))),
+    "linear": (lambda z: z, lambda z, a: np.ones_like(z)),
+}
+
+
+@dataclass
+class MLP:
+    """y = W_L f(... f(x W_1 + b_1) ...) + b_L, the last layer linear.
+
+    weights[k] has shape (n_in_k, n_out_k), biases[k] (n_out_k,); `activation` names the hidden
+    layers' function (ACTIVATIONS). Keras Dense layers use the same layout.
+    """
+    weights: list
+    biases: list
+    activation: str = "tanh"
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; known: {sorted(ACTIVATIONS)}")
+        if len(self.weights) != len(self.biases) or not self.weights:
+            raise ValueError("an MLP needs as many bias vectors as weight matrices (at least one)")
+        self.weights = [np.ascontiguousarray(W, dtype=np.float64) for W in self.weights]
+        self.biases = [np.ascontiguousarray(b, dtype=np.float64) for b in self.biases]
+        for k, (W, b) in enumerate(zip(self.weights, self.biases)):
+            if W.ndim != 2 or b.shape != (W.shape[1],):
+                raise ValueError(f"layer {k}: weight {W.shape} and bias {b.shape} do not match")
+            if k and W.shape[0] != self.weights[k - 1].shape[1]:
+                raise ValueError(f"layer {k} takes {W.shape[0]} inputs, "
+                                 f"layer {k - 1} gives {self.weights[k - 1].shape[1]}")
+
+    @property
+    def n_inputs(self) -> int:
+        return self.weights[0].shape[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.weights[-1].shape[1]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Outputs (n, n_outputs) for inputs x (n, n_inputs)."""
+        f, _ = ACTIVATIONS[self.activation]
+        h = np.asarray(x, dtype=np.float64)
+        for W, b in zip(self.weights[:-1], self.biases[:-1]):
+            h = f(h @ W + b)
+        return h @ self.weights[-1] + self.biases[-1]
+
+    def value_and_input_gradient(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For a single-output network: y (n,) and dy/dx (n, n_inputs), by backpropagation."""
+        if self.n_outputs != 1:
+            raise ValueError("value_and_input_gradient needs a network with one output")
+        f, df = ACTIVATIONS[self.activation]
+        h = np.asarray(x, dtype=np.float64)
+        slopes = []
+        for W, b in zip(self.weights[:-1], self.biases[:-1]):
+            z = h @ W + b
+            h = f(z)
+            slopes.append(df(z, h))
+        y = (h @ self.weights[-1] + self.biases[-1])[:, 0]
+        g = np.broadcast_to(self.weights[-1][:, 0], h.shape)
+        for W, s in zip(reversed(self.weights[:-1]), reversed(slopes)):
+            g = (g * s) @ W.T
+        return y, np.ascontiguousarray(g)
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """Arrays for a model file: {f"{prefix}/{k}/W": W_k, f"{prefix}/{k}/b": b_k}."""
+        out = {}
+        for k, (W, b) in enumerate(zip(self.weights, self.biases)):
+            out[f"{prefix}/{k}/W"] = W
+            out[f"{prefix}/{k}/b"] = b
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, prefix: str, activation: str) -> "MLP":
+        """Inverse of to_arrays."""
+        weights, biases = [], []
+        while f"{prefix}/{len(weights)}/W" in arrays:
+            k = len(weights)
+            weights.append(arrays[f"{prefix}/{k}/W"])
+            biases.append(arrays[f"{prefix}/{k}/b"])
+        if not weights:
+            raise ValueError(f"no network {prefix!r} in the model file")
+        return cls(weights, biases, activation)
+
+    @classmethod
+    def from_keras(cls, layers, activation: str) -> "MLP":
+        """Copy the weights of a sequence of Keras Dense layers (the last one linear)."""
+        weights, biases = zip(*(layer.get_weights() for layer in layers))
+        return cls(list(weights), list(biases), activation)
