@@ -1,0 +1,100 @@
+"""`dcf reactions`: chemical reactions in a trajectory (bond graph + HMM/Viterbi), and the
+reacting atomic snapshots as a reaction test set or as chosen snapshots for training."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from dcf.cli._common import write_atomic
+
+HELP = "find chemical reactions in a trajectory and the reacting atomic snapshots"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("trajectory", help="any file ase.io reads (extxyz, traj, OUTCAR, ...)")
+    p.add_argument("--out", required=True, help="output JSON with reactions and snapshots")
+    p.add_argument("--index", default=":", help="frames to read, ase syntax (default ':')")
+    p.add_argument("--factor", type=float, default=1.4,
+                   help="bond if R_ij < factor (r_cov,i + r_cov,j) (default 1.4)")
+    p.add_argument("--p-change", type=float, default=1e-5,
+                   help="HMM probability of a state change per frame (default 1e-5)")
+    p.add_argument("--p-match", type=float, default=0.6,
+                   help="HMM probability that the observation equals the state (default 0.6)")
+    p.add_argument("--p-init", type=float, default=0.5,
+                   help="HMM probability that a molecule is present at the start (default 0.5)")
+    p.add_argument("--max-lag", type=int, default=10,
+                   help="frames within which molecule changes on shared atoms are one reaction")
+    p.add_argument("--window", type=int, default=10,
+                   help="frames around each reaction whose reacting atoms are snapshots")
+
+
+def run(args) -> int:
+    from ase.io import iread
+
+    from dcf import reactions as rx
+
+    path = Path(args.trajectory)
+    if not path.is_file():
+        raise SystemExit(f"dcf reactions: {path} does not exist")
+    try:
+        hmm = rx.HMM(args.p_change, args.p_match, args.p_init)
+    except ValueError as err:
+        raise SystemExit(f"dcf reactions: {err}") from None
+    for name in ("max_lag", "window"):
+        if getattr(args, name) < 0:
+            raise SystemExit(f"dcf reactions: --{name.replace('_', '-')} must be >= 0")
+
+    numbers = []
+
+    def frames():
+        try:
+            for atoms in iread(str(path), index=args.index):
+                if not numbers:
+                    numbers.append(atoms.numbers.copy())
+                yield atoms
+        except Exception as err:      # ase raises many kinds for unreadable files
+            raise SystemExit(f"dcf reactions: cannot read {path}: {err}") from None
+
+    start = time.perf_counter()
+    try:
+        presence = rx.molecule_presence(frames(), args.factor)
+    except ValueError as err:
+        raise SystemExit(f"dcf reactions: {path}: {err}") from None
+    t_graph = time.perf_counter()
+    events = rx.presence_changes(presence, hmm)
+    t_hmm = time.perf_counter()
+    reactions, unbalanced = rx.find_reactions(presence, events, args.max_lag)
+    snapshots = rx.reaction_snapshots(reactions, presence.n_frames, args.window)
+    t_end = time.perf_counter()
+
+    z = numbers[0]
+    occurrence = rx.rare_event_occurrence(snapshots, z, presence.n_frames)
+    report = {
+        "format": "dcf-reactions", "version": 1,
+        "source": str(path), "index": args.index,
+        "n_frames": presence.n_frames, "n_atoms": int(len(z)),
+        "parameters": {"factor": args.factor, "p_change": args.p_change,
+                       "p_match": args.p_match, "p_init": args.p_init,
+                       "max_lag": args.max_lag, "window": args.window},
+        "n_molecules_seen": len(presence.molecules),
+        "unbalanced_groups": unbalanced,
+        "reactions": [r.to_dict(z) for r in reactions],
+        "snapshots": {"frame": snapshots[:, 0].tolist(), "atom": snapshots[:, 1].tolist()},
+        "occurrence": occurrence,
+        "seconds": {"bond_graph": t_graph - start, "hmm": t_hmm - t_graph,
+                    "reactions": t_end - t_hmm},
+    }
+    out = write_atomic(args.out, lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
+
+    print(f"{presence.n_frames} frames, {len(z)} atoms, {len(presence.molecules)} distinct "
+          f"molecules seen; bond graph {t_graph - start:.2f} s, HMM {t_hmm - t_graph:.2f} s")
+    print(f"{len(reactions)} reaction(s)" + (f"; {unbalanced} unbalanced change(s) dropped"
+                                             if unbalanced else ""))
+    for r in reactions:
+        print(f"  frame {r.frame:>7}: {r.equation(z)}   atoms {r.atoms.tolist()}")
+    print(f"{'element':>7} {'snapshots':>10} {'occurrence':>11}")
+    for el, o in occurrence.items():
+        print(f"{el:>7} {o['snapshots']:>10} {100 * o['occurrence']:>10.4f}%")
+    print(f"wrote {out}")
+    return 0
