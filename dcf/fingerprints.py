@@ -173,8 +173,17 @@ class Featurizer:
         self.num_threads = resolve_threads(num_threads)
         self._compiled = {el: _compile(self.spec, el) for el in self.spec.elements}
 
-    def environment(self, atoms, source: str = "structure") -> Environment:
-        """Neighbor list and per-element central atoms of an ``ase.Atoms``."""
+    def environment(self, atoms, source: str = "structure",
+                    part: tuple[int, int] = (0, 1)) -> Environment:
+        """Neighbor list and per-element central atoms of an ``ase.Atoms``.
+
+        part = (k, K) keeps the k-th of K near-equal blocks of each element's central atoms
+        (MPI rank k of K): features cover only those atoms, and `forces` returns their
+        contribution, so the K parts' forces and virials sum to the whole.
+        """
+        k, n_parts = part
+        if not 0 <= k < n_parts:
+            raise ValueError(f"part {part}: need 0 <= k < K")
         symbols = atoms.get_chemical_symbols()
         self.spec.check_symbols(symbols, source)
         present = sorted(set(symbols), key=self.spec.elements.index)
@@ -191,6 +200,7 @@ class Featurizer:
         env = Environment(len(atoms), volume, nl, species)
         for el in self.spec.elements:
             centers = np.flatnonzero(species == index[el]).astype(np.intp)
+            centers = np.array_split(centers, n_parts)[k] if n_parts > 1 else centers
             env.centers[el] = centers
             env.pfirst[el], env.entry[el] = _kernel.select_entries(
                 nl.first, nl.d, nl.j, species, len(self.spec.elements), centers,

@@ -92,3 +92,28 @@ def test_fused_forces_and_virial(rng, thin):
                 values.append(energy(deformed))
             numeric_virial[a, b] = -(values[0] - values[1]) / (2 * h)
     assert_close_relative(virial, numeric_virial)
+
+
+def test_parts_of_the_centers_sum_to_the_whole(rng):
+    """MPI split: K parts' features partition the rows, and their forces and virials add up."""
+    spec = all_kinds_spec()
+    fz = Featurizer(spec)
+    atoms = random_atoms(rng, "Li3O3P2", min_distance=0.8)
+    env = fz.environment(atoms)
+    whole = fz.features(env)
+    weights = {el: rng.normal(size=whole.G[el].shape) for el in spec.elements}
+    forces, virial = fz.forces(env, weights)
+    parts_f, parts_v = np.zeros_like(forces), np.zeros_like(virial)
+    for k in range(3):
+        env_k = fz.environment(atoms, part=(k, 3))
+        f_k = fz.features(env_k)
+        rows = {el: np.searchsorted(whole.index[el], f_k.index[el]) for el in spec.elements}
+        for el in spec.elements:
+            np.testing.assert_array_equal(f_k.G[el], whole.G[el][rows[el]])
+        fk, vk = fz.forces(env_k, {el: weights[el][rows[el]] for el in spec.elements})
+        parts_f += fk
+        parts_v += vk
+    np.testing.assert_allclose(parts_f, forces, atol=1e-12 * np.abs(forces).max())
+    np.testing.assert_allclose(parts_v, virial, atol=1e-12 * np.abs(virial).max())
+    with pytest.raises(ValueError, match="part"):
+        fz.environment(atoms, part=(3, 3))
