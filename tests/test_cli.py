@@ -6,12 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
 from conftest import random_atoms
 from dcf import FingerprintSpec, featurize
+from dcf.store import FeatureStore
 
 BUILTIN = Path(__file__).parents[1] / "dcf" / "data" / "li4p2o7_system_b.extxyz"
+EMBEDDED = Path(__file__).parents[1] / "dcf" / "data" / "li4p2o7_xtb_3000K.extxyz"
 
 
 def dcf(*args, check=True):
@@ -38,32 +41,51 @@ def test_spec_command_writes_a_loadable_spec(tmp_path):
     assert spec.elements == ("Li", "Ge", "P", "S")
 
 
+def labelled(frames, rng):
+    for atoms in frames:
+        atoms.calc = SinglePointCalculator(atoms, energy=float(rng.normal()),
+                                           forces=rng.normal(size=(len(atoms), 3)))
+    return frames
+
+
 def test_featurize_multi_frame_file(tmp_path, rng):
-    frames = [random_atoms(rng) for _ in range(3)]
+    frames = labelled([random_atoms(rng) for _ in range(3)], rng)
     data = tmp_path / "frames.extxyz"
     write(data, frames)
-    out = tmp_path / "f.npz"
-    res = dcf("featurize", data, "--spec", "mailoa2019-S4", "--out", out)
-    assert "3 frame(s), 36 atoms" in res.stdout
-    with np.load(out) as z:
-        assert str(z["spec_sha256"]) == FingerprintSpec.preset("mailoa2019-S4").fingerprint
+    out = tmp_path / "f.h5"
+    res = dcf("featurize", data, "--spec", "mailoa2019-S4", "--out", out, "--test-fraction", "0")
+    assert "3 frame(s), 36 atoms" in res.stdout and "featurized 3 frame(s)" in res.stdout
+    with FeatureStore(out) as store:
+        assert store.spec.fingerprint == FingerprintSpec.preset("mailoa2019-S4").fingerprint
+        assert store.provenance["sources"][0]["path"] == str(data)
+        f = featurize(read(data, 1), "mailoa2019-S4")   # as stored in the file
         for el in ("Li", "O", "P"):
-            f = featurize(read(data, 1), "mailoa2019-S4")   # as stored in the file
-            rows = z[f"frame/{el}"] == 1
-            np.testing.assert_allclose(z[f"G/{el}"][rows], f.G[el])
-            np.testing.assert_allclose(z[f"A/{el}"][rows], f.A[el])
-            np.testing.assert_array_equal(z[f"atom/{el}"][rows], f.index[el])
+            s = store.snapshots(el)
+            rows = s["frame"] == 1
+            np.testing.assert_allclose(s["G"][rows], f.G[el])
+            np.testing.assert_allclose(s["A"][rows], f.A[el])
+            np.testing.assert_array_equal(s["atom"][rows], f.index[el])
 
 
-def test_featurize_builtin_structure(tmp_path):
-    res = dcf("featurize", BUILTIN, "--out", tmp_path / "b.npz")
-    assert "208 atoms" in res.stdout
+def test_featurize_embedded_data_set(tmp_path):
+    out = tmp_path / "b.h5"
+    res = dcf("featurize", EMBEDDED, "--out", out, "--snapshots", "500", "--quiet")
+    assert "frames/s" in res.stdout and "atoms/s" in res.stdout
+    with FeatureStore(out) as store:
+        assert store.n_snapshots("O") == 500 and store.n_snapshots("Li") == 500
+        assert 0 < store.n_snapshots("P", "test") < store.n_snapshots("P", "train")
 
 
-@pytest.mark.parametrize("problem", ["missing", "garbage", "element", "spec"])
-def test_featurize_bad_input_leaves_nothing(tmp_path, problem):
-    out = tmp_path / "f.npz"
-    args = [BUILTIN, "--out", out]
+@pytest.mark.parametrize("problem", ["missing", "garbage", "element", "spec", "no-forces",
+                                     "npz", "chosen"])
+def test_featurize_bad_input_leaves_nothing(tmp_path, rng, problem):
+    out = tmp_path / "f.h5"
+    data = tmp_path / "frames.extxyz"
+    write(data, labelled([random_atoms(rng) for _ in range(2)], rng))
+    args = [data, "--out", out]
+    expected = {"missing": "nope.extxyz", "garbage": "garbage.extxyz", "element": "contains O",
+                "spec": "no-such-preset", "no-forces": "no forces", "npz": "HDF5",
+                "chosen": "frame out of range"}[problem]
     if problem == "missing":
         args[0] = tmp_path / "nope.extxyz"
     elif problem == "garbage":
@@ -72,20 +94,31 @@ def test_featurize_bad_input_leaves_nothing(tmp_path, problem):
     elif problem == "element":
         args += ["--spec", tmp_path / "spec.json"]
         FingerprintSpec.preset("mailoa2019-S4").like(["Li", "P"])[0].save(tmp_path / "spec.json")
-    else:
+    elif problem == "spec":
         args += ["--spec", "no-such-preset"]
+    elif problem == "no-forces":
+        args[0] = BUILTIN                   # a structure without forces
+    elif problem == "npz":
+        args[2] = out = tmp_path / "f.npz"
+    else:
+        (tmp_path / "rare.txt").write_text("7 0\n")
+        args += ["--chosen", tmp_path / "rare.txt"]
     res = dcf("featurize", *args, check=False)
     assert res.returncode != 0
-    assert res.stderr.strip() and "Traceback" not in res.stderr
-    assert sorted(p.name for p in tmp_path.iterdir() if "f.npz" in p.name) == []
+    assert expected in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".f", "f."))) == []
 
 
 def test_featurize_frame_selection(tmp_path, rng):
     data = tmp_path / "frames.extxyz"
-    write(data, [random_atoms(rng) for _ in range(2)])
-    assert "1 frame(s)" in dcf("featurize", data, "--index", "0", "--out", tmp_path / "a.npz").stdout
-    assert "1 frame(s)" in dcf("featurize", data, "--index", "-1", "--out", tmp_path / "b.npz").stdout
-    for bad in (["--index", "5:"], ["--threads", "-2"], ["--spec", str(tmp_path)]):
-        res = dcf("featurize", data, *bad, "--out", tmp_path / "c.npz", check=False)
+    write(data, labelled([random_atoms(rng) for _ in range(4)], rng))
+    assert "1 frame(s)" in dcf("featurize", data, "--index", "0", "--out", tmp_path / "a.h5").stdout
+    assert "1 frame(s)" in dcf("featurize", data, "--index", "-1", "--out", tmp_path / "b.h5").stdout
+    assert "2 frame(s)" in dcf("featurize", data, "--every", "2", "--out", tmp_path / "d.h5").stdout
+    with FeatureStore(tmp_path / "d.h5") as store:
+        assert store.frame_arrays(1)["source_frame"] == 2
+    for bad in (["--index", "5:"], ["--threads", "-2"], ["--spec", str(tmp_path)],
+                ["--every", "0"], ["--test-fraction", "1"], ["--snapshots", "0"]):
+        res = dcf("featurize", data, *bad, "--out", tmp_path / "c.h5", check=False)
         assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
-    assert not (tmp_path / "c.npz").exists()
+    assert not (tmp_path / "c.h5").exists()

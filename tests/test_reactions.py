@@ -140,8 +140,10 @@ def test_cli_writes_reactions_and_snapshots(tmp_path, rng):
     traj = tmp_path / "hf.extxyz"
     write(traj, h2_f2_trajectory(rng))
     out = tmp_path / "events.json"
+    chosen = tmp_path / "chosen.txt"
     res = subprocess.run([sys.executable, "-m", "dcf", "reactions", str(traj), "--out", str(out),
-                          "--window", "3"], capture_output=True, text=True, timeout=120)
+                          "--window", "3", "--snapshots", str(chosen)],
+                         capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "F2 + H2 -> 2 HF" in res.stdout
     report = json.loads(out.read_text())
@@ -149,6 +151,10 @@ def test_cli_writes_reactions_and_snapshots(tmp_path, rng):
     assert report["reactions"][0]["atoms"] == [0, 1, 2, 3]
     assert set(report["snapshots"]["atom"]) == {0, 1, 2, 3}
     assert report["occurrence"]["F"]["snapshots"] > 0
+    from dcf.sampling import read_chosen
+    rows = read_chosen(chosen)
+    np.testing.assert_array_equal(rows[:, :2], np.stack([report["snapshots"]["frame"],
+                                                         report["snapshots"]["atom"]], 1))
 
     bad = subprocess.run([sys.executable, "-m", "dcf", "reactions", str(traj), "--out",
                           str(tmp_path / "x.json"), "--p-match", "0.3"],

@@ -1,85 +1,148 @@
-"""`dcf featurize`: fingerprints (G, A) of structure files."""
+"""`dcf featurize`: reference frames -> per-element feature store (HDF5).
+
+Runs serially or under MPI (``mpiexec -n K dcf featurize ...``: frames shared across ranks,
+one file written by rank 0, identical to a serial run). An interrupted run resumes from its
+checkpoint folder (``.<out>.partial.d``) when started again with the same arguments.
+"""
 from __future__ import annotations
 
-import time
+import sys
 from pathlib import Path
 
-import numpy as np
-
-from dcf.cli._common import write_atomic
-
-HELP = "fingerprints (G, A) of structure files"
+HELP = "per-element feature store (HDF5) from trajectories with forces; MPI-parallel"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("structures", nargs="+", help="files ase.io can read (extxyz, OUTCAR, ...)")
+    p.add_argument("structures", nargs="+",
+                   help="files with forces that ase.io reads (extxyz, OUTCAR, vasprun.xml, .db, "
+                        ".traj, ...)")
     p.add_argument("--spec", default="mailoa2019-S4", help="preset name or spec JSON file")
-    p.add_argument("--out", required=True, help="output .npz file")
-    p.add_argument("--index", default=":", help="frames to read, ase syntax (default ':')")
-    p.add_argument("--threads", type=int, default=None, help="OpenMP threads (default 1)")
+    p.add_argument("--out", required=True, help="output feature store (.h5)")
+    p.add_argument("--index", default=":",
+                   help="frames to read from each file, ase syntax: 0, -1, 10:200, ::2 "
+                        "(default ':')")
+    p.add_argument("--every", type=int, default=1, help="keep every n-th selected frame")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="fraction of frames held out for testing (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the sampling")
+    p.add_argument("--snapshots", type=int, default=None, metavar="N",
+                   help="snapshots per element drawn at random (default: all atoms)")
+    p.add_argument("--chosen", default=None, metavar="FILE",
+                   help="chosen snapshots (rare events), one 'frame atom [weight]' per line; "
+                        "frame counts the selected frames of all inputs from 0")
+    p.add_argument("--chosen-weight", type=float, default=10.0,
+                   help="loss weight of chosen snapshots without their own (default 10)")
+    p.add_argument("--threads", type=int, default=None, help="OpenMP threads per rank (default 1)")
+    p.add_argument("--block", type=int, default=None, metavar="FRAMES",
+                   help="frames per checkpoint block (default: automatic)")
+    p.add_argument("--compression", choices=("gzip", "lzf", "none"), default="gzip",
+                   help="of the store: gzip (portable, default), lzf (faster, h5py only), none")
+    p.add_argument("--fresh", action="store_true",
+                   help="ignore the checkpoints of an interrupted run instead of resuming")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _fail(message: str):
+    raise SystemExit(f"dcf featurize: {message}")
+
+
+def _provenance(args, frames, comm) -> dict:
+    from datetime import datetime, timezone
+
+    from dcf import __version__
+
+    return {
+        "sources": frames.sources,
+        "command": " ".join(["dcf", *sys.argv[1:]]) if sys.argv else "dcf featurize",
+        "dcf_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "ranks": comm.size,
+        "options": {"index": args.index, "every": args.every, "test_fraction": args.test_fraction,
+                    "seed": args.seed, "snapshots": args.snapshots, "chosen": args.chosen,
+                    "chosen_weight": args.chosen_weight, "compression": args.compression},
+    }
 
 
 def run(args) -> int:
-    from ase.io import read
-
-    from dcf.fingerprints import Featurizer
+    from dcf.parallel import MPIUnavailable, world
 
     try:
-        featurizer = Featurizer(args.spec, num_threads=args.threads)
-    except ValueError as err:
-        raise SystemExit(f"dcf featurize: {err}") from None
-    spec = featurizer.spec
+        comm = world()
+    except MPIUnavailable as err:
+        _fail(str(err))
+    if comm.rank == 0:
+        return _run(args, comm)
+    try:                       # other ranks: the same work, silent; rank 0 reports errors
+        return _run(args, comm)
+    except SystemExit as err:
+        raise SystemExit(1 if err.code else 0) from None
+
+
+def _run(args, comm) -> int:
+    from dcf.frames import FrameError, check_elements, read_frames
+    from dcf.pipeline import featurize_to_store
+    from dcf.sampling import plan_snapshots, read_chosen
+    from dcf.spec import FingerprintSpec
+
     out = Path(args.out)
-    if out.suffix != ".npz":
-        raise SystemExit(f"dcf featurize: --out must end in .npz (got {out}); "
-                         f"the HDF5 feature store is not available yet")
-    frames = []
-    for path in args.structures:
-        if not Path(path).exists():
-            raise SystemExit(f"dcf featurize: {path} does not exist")
-        try:
-            selected = read(path, index=args.index)
-        except Exception as err:       # ase raises many kinds for unreadable files
-            raise SystemExit(f"dcf featurize: cannot read {path}: {err}") from None
-        selected = [selected] if hasattr(selected, "get_chemical_symbols") else selected
-        frames += [(path, k, a) for k, a in enumerate(selected)]
-    if not frames:
-        raise SystemExit(f"dcf featurize: --index {args.index} selects no frames")
+    if out.suffix == ".npz":
+        _fail(f"--out {out}: the feature store is HDF5; use a .h5 name")
+    if out.is_dir():
+        _fail(f"--out {out} is a directory")
+    if args.threads is not None and args.threads < 1:
+        _fail(f"--threads must be >= 1, got {args.threads}")
+    if args.block is not None and args.block < 1:
+        _fail(f"--block must be >= 1, got {args.block}")
+    try:
+        spec = FingerprintSpec.resolve(args.spec)
+        frames = read_frames(args.structures, args.index, args.every)
+        check_elements(frames, spec)
+        chosen = read_chosen(args.chosen) if args.chosen else None
+        plan = plan_snapshots(frames.numbers, frames.first_atom, spec.elements,
+                              args.test_fraction, args.seed, args.snapshots, chosen,
+                              args.chosen_weight)
+    except (FrameError, ValueError, OSError) as err:
+        _fail(str(err))
 
-    parts: dict[str, dict[str, list]] = {el: {"G": [], "A": [], "frame": [], "atom": []}
-                                         for el in spec.elements}
-    n_atoms = 0
-    start = time.perf_counter()
-    for frame_id, (path, k, atoms) in enumerate(frames):
-        try:
-            f = featurizer(atoms)
-        except ValueError as err:
-            raise SystemExit(f"dcf featurize: {path} frame {k}: {err}") from None
-        n_atoms += len(atoms)
-        for el in spec.elements:
-            parts[el]["G"].append(f.G[el])
-            parts[el]["A"].append(f.A[el])
-            parts[el]["frame"].append(np.full(len(f.index[el]), frame_id))
-            parts[el]["atom"].append(f.index[el])
-    elapsed = time.perf_counter() - start
+    bar = None
+    if comm.rank == 0 and not args.quiet:
+        from tqdm import tqdm
 
-    arrays = {"spec": np.array(spec.to_json()), "spec_sha256": np.array(spec.fingerprint),
-              "sources": np.array([f"{p}@{k}" for p, k, _ in frames])}
-    for el in spec.elements:
-        for key, chunks in parts[el].items():
-            arrays[f"{key}/{el}"] = np.concatenate(chunks) if chunks else np.zeros(0)
-    write_atomic(out, lambda tmp: np.savez_compressed(tmp, **arrays))
-
-    print(f"spec {spec.name or args.spec}: max Rc {spec.max_cutoff:g} A")
-    print(f"{len(frames)} frame(s), {n_atoms} atoms in {elapsed:.3f} s "
-          f"({len(frames) / max(elapsed, 1e-12):.1f} frames/s, "
-          f"{n_atoms / max(elapsed, 1e-12):.0f} atoms/s, {featurizer.num_threads} thread(s))")
-    print(f"{'element':>7} {'atoms':>7} {'nG':>5} {'nA':>4} {'<|G|>':>10} {'<|A|>':>7}")
-    for el in spec.elements:
-        G, A = arrays[f"G/{el}"], arrays[f"A/{el}"]
-        if not len(G):
-            continue
-        print(f"{el:>7} {len(G):>7} {G.shape[1]:>5} {A.shape[1]:>4} "
-              f"{np.abs(G).mean():>10.4g} {np.linalg.norm(A, axis=-1).mean():>7.3f}")
-    print(f"wrote {out}")
+        bar = tqdm(total=int(plan.needed().sum()), unit="frame", desc="featurize",
+                   dynamic_ncols=True, file=sys.stderr)
+    try:
+        summary = featurize_to_store(
+            out, spec, frames, plan, _provenance(args, frames, comm), comm=comm,
+            num_threads=args.threads, block_frames=args.block, resume=not args.fresh,
+            on_progress=(lambda nf, na: bar.update(nf)) if bar else None,
+            compression=args.compression)
+    except ValueError as err:
+        _fail(str(err))
+    finally:
+        if bar is not None:
+            bar.close()
+    if comm.rank == 0:
+        _print_summary(out, spec, frames, plan, summary)
     return 0
+
+
+def _print_summary(out, spec, frames, plan, s) -> None:
+    rate = max(s.seconds, 1e-12)
+    print(f"spec {spec.name or 'custom'} ({spec.fingerprint[:12]}), max Rc {spec.max_cutoff:g} A")
+    print(f"{len(frames)} frame(s), {frames.n_atoms} atoms from "
+          f"{len(frames.sources)} file(s); {int(plan.test.sum())} test frame(s)")
+    resumed = f", {s.resumed_blocks} of {s.n_blocks} blocks resumed" if s.resumed_blocks else ""
+    print(f"featurized {s.frames_featurized} frame(s), {s.atoms_featurized} atoms in "
+          f"{s.seconds:.3f} s ({s.frames_featurized / rate:.1f} frames/s, "
+          f"{s.atoms_featurized / rate:.0f} atoms/s) on {s.ranks} rank(s){resumed}; "
+          f"store written in {s.assemble_seconds:.3f} s")
+    print(f"{'element':>7} {'train':>8} {'test':>8} {'nG':>5} {'nA':>4} {'chosen':>7}")
+    for el in spec.elements:
+        r = plan.rows[el]
+        n, n_train = len(r["frame"]), plan.n_train[el]
+        nG, nA = spec.n_features(el)
+        print(f"{el:>7} {n_train:>8} {n - n_train:>8} {nG:>5} {nA:>4} "
+              f"{int((r['weight'] != 1).sum()):>7}")
+    n_snap = sum(len(r["frame"]) for r in plan.rows.values())
+    size = out.stat().st_size
+    print(f"wrote {out} ({size / 1e6:.2f} MB, {size / max(n_snap, 1):.0f} bytes per snapshot)")

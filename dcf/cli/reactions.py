@@ -27,6 +27,9 @@ def add_arguments(p) -> None:
                    help="frames within which molecule changes on shared atoms are one reaction")
     p.add_argument("--window", type=int, default=10,
                    help="frames around each reaction whose reacting atoms are snapshots")
+    p.add_argument("--snapshots", metavar="FILE",
+                   help="also write the reacting snapshots as 'frame atom' lines, the format "
+                        "of `dcf featurize --chosen` (add rare events to training)")
 
 
 def run(args) -> int:
@@ -86,6 +89,11 @@ def run(args) -> int:
                     "reactions": t_end - t_hmm},
     }
     out = write_atomic(args.out, lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
+    if args.snapshots:
+        header = (f"# reacting atomic snapshots of {path} (frame atom), from dcf reactions; "
+                  f"window {args.window} frames\n")
+        lines = "".join(f"{f} {a}\n" for f, a in snapshots)
+        write_atomic(args.snapshots, lambda tmp: tmp.write_text(header + lines))
 
     print(f"{presence.n_frames} frames, {len(z)} atoms, {len(presence.molecules)} distinct "
           f"molecules seen; bond graph {t_graph - start:.2f} s, HMM {t_hmm - t_graph:.2f} s")

@@ -1,0 +1,240 @@
+"""The Behler–Parrinello (B–P) potential: E = sum_i NN_el(i)(G_i), evaluated in numpy.
+
+Each element el has a small network NN_el mapping the normalized fingerprints of an atom,
+x_i = (G_i - mean_el) / std_el, to its atomic energy, plus a fixed per-element reference energy
+e_el (a least-squares fit of the training energies on composition):
+
+    E_i = NN_el(x_i) + e_el,        E = sum_i E_i                                   (eV)
+
+Forces and the virial follow from dE/dG_i = dNN/dx_i / std_el, contracted with dG/dr inside the
+fused Cython kernel (`Featurizer.forces`), so no dG/dr array is ever formed:
+
+    F_j = -sum_i sum_a dE/dG_ia dG_ia/dr_j      (eV/A),   W = -dE/dstrain (eV),   stress = -W/V
+
+Training lives in `dcf.bp_training` (TensorFlow); this module needs only numpy and the core.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dcf.fingerprints import Featurizer
+from dcf.mlp import MLP
+from dcf.modelfile import ModelFileError, write_model_file
+from dcf.spec import KINDS, FingerprintSpec
+
+LABEL = "B-P"
+
+
+class BPModel:
+    """A trained B–P potential.
+
+    spec: the FingerprintSpec the networks were trained on; networks[el]: MLP with
+    spec.n_features(el)[0] inputs and one output (eV); g_mean[el], g_std[el] (nG_el,):
+    input normalization; atom_energy[el]: reference energy e_el (eV); training: a
+    JSON-serializable record of how the model was trained (saved in the model file).
+    The Featurizer (compiled spec, buffers) is kept between calls, for MD.
+    """
+
+    kind = "bp"
+    implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
+
+    def __init__(self, spec, networks: dict, g_mean: dict, g_std: dict, atom_energy: dict,
+                 training: dict | None = None, num_threads: int | None = None):
+        self.spec = FingerprintSpec.resolve(spec)
+        self.elements = tuple(self.spec.elements)
+        self.networks = dict(networks)
+        self.g_mean = {el: np.asarray(v, dtype=float) for el, v in g_mean.items()}
+        self.g_std = {el: np.asarray(v, dtype=float) for el, v in g_std.items()}
+        self.atom_energy = {el: float(v) for el, v in atom_energy.items()}
+        self.training = dict(training or {})
+        self._check()
+        self._inv_std = {el: 1.0 / self.g_std[el] for el in self.elements}
+        self.untrained = tuple(self.training.get("untrained_elements", ()))
+        self._featurizer = Featurizer(invariant_spec(self.spec), num_threads)
+
+    def _check(self) -> None:
+        for el in self.elements:
+            n_g = self.spec.n_features(el)[0]
+            for what, table in (("network", self.networks), ("feature mean", self.g_mean),
+                                ("feature std", self.g_std), ("reference energy",
+                                                              self.atom_energy)):
+                if el not in table:
+                    raise ValueError(f"B-P model: no {what} for element {el}")
+            net = self.networks[el]
+            if net.n_inputs != n_g or net.n_outputs != 1:
+                raise ValueError(f"B-P model: the {el} network maps {net.n_inputs} -> "
+                                 f"{net.n_outputs}; the spec has {n_g} G features for {el} "
+                                 f"and a B-P network has one output")
+            if self.g_mean[el].shape != (n_g,) or self.g_std[el].shape != (n_g,):
+                raise ValueError(f"B-P model: normalization of {el} has shape "
+                                 f"{self.g_mean[el].shape}/{self.g_std[el].shape}, "
+                                 f"expected ({n_g},)")
+            if not np.all(self.g_std[el] > 0):
+                raise ValueError(f"B-P model: feature std of {el} must be positive")
+
+    # ---------------------------------------------------------------- physics
+    def compute(self, atoms, properties=("energy", "forces")) -> dict:
+        """ASE properties of `atoms`: energy, free_energy (eV), energies (n,) eV,
+        forces (n, 3) eV/A, stress (6,) eV/A^3 in Voigt order xx, yy, zz, yz, xz, xy."""
+        unknown = set(properties) - set(self.implemented_properties)
+        if unknown:
+            raise ValueError(f"B-P model cannot compute {sorted(unknown)}")
+        if "stress" in properties and not all(atoms.pbc):
+            raise ValueError("B-P model: stress needs a cell periodic in all three directions")
+        fz = self._featurizer
+        env = fz.environment(atoms)
+        for el in self.untrained:
+            if len(env.centers[el]):
+                raise ValueError(f"B-P model: the structure contains {el}, but the training "
+                                 f"data had no {el} atoms; its network is untrained")
+        feats = fz.features(env)
+        energies = np.zeros(len(atoms))
+        dEdG = {}
+        for el in self.elements:
+            x = (feats.G[el] - self.g_mean[el]) * self._inv_std[el]
+            e, dEdx = self.networks[el].value_and_input_gradient(x)
+            energies[feats.index[el]] = e + self.atom_energy[el]
+            dEdG[el] = dEdx * self._inv_std[el]
+        energy = float(energies.sum())
+        out = {"energy": energy, "free_energy": energy, "energies": energies}
+        if "forces" in properties or "stress" in properties:
+            forces, virial = fz.forces(env, dEdG)
+            out["forces"] = forces
+            if "stress" in properties:
+                sigma = -virial / env.volume
+                out["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        return {k: v for k, v in out.items() if k in properties}
+
+    def energy(self, atoms) -> float:
+        """Total energy (eV)."""
+        return self.compute(atoms, ("energy",))["energy"]
+
+    def forces(self, atoms) -> np.ndarray:
+        """Forces (n, 3) eV/A, -dE/dr."""
+        return self.compute(atoms, ("forces",))["forces"]
+
+    def missing_property_reason(self, name: str) -> str:
+        return (f"the B-P model provides {', '.join(self.implemented_properties)}; "
+                f"{name!r} is not one of them")
+
+    def calculator(self):
+        """An ASE calculator (energy, free_energy, energies, forces, stress)."""
+        from dcf.calculator import ModelCalculator
+        return ModelCalculator(self)
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate_frames(self, frames) -> dict:
+        """Accuracy on (frame id, ase.Atoms) pairs with reference energies and forces.
+
+        Returns {"model": "B-P", "forces": {el: force_metrics}, "energy": energy_metrics,
+        "parity": {el: {"ref": (n_el, 3), "pred": (n_el, 3)}}} in eV and eV/A.
+        """
+        from dcf.evaluation import energy_metrics, force_metrics
+
+        ref_f = {el: [] for el in self.elements}
+        pred_f = {el: [] for el in self.elements}
+        e_ref, e_pred, n_atoms = [], [], []
+        for k, atoms in frames:
+            try:
+                F_ref = atoms.get_forces()
+                E_ref = atoms.get_potential_energy()
+            except Exception as err:         # no calculator / no stored result
+                raise ValueError(f"frame {k}: no reference energy and forces ({err})") from None
+            res = self.compute(atoms, ("energy", "forces"))
+            symbols = np.array(atoms.get_chemical_symbols())
+            for el in self.elements:
+                sel = symbols == el
+                ref_f[el].append(F_ref[sel])
+                pred_f[el].append(res["forces"][sel])
+            e_ref.append(E_ref)
+            e_pred.append(res["energy"])
+            n_atoms.append(len(atoms))
+        forces, parity = {}, {}
+        for el in self.elements:
+            ref = np.concatenate(ref_f[el]) if ref_f[el] else np.zeros((0, 3))
+            pred = np.concatenate(pred_f[el]) if pred_f[el] else np.zeros((0, 3))
+            if len(ref):
+                forces[el] = force_metrics(pred, ref)
+                parity[el] = {"ref": ref, "pred": pred}
+        return {"model": LABEL, "forces": forces,
+                "energy": energy_metrics(e_pred, e_ref, n_atoms), "parity": parity}
+
+    def evaluate_store(self, store, split: str = "test") -> dict:
+        """evaluate_frames on a FeatureStore split ("train", "test" or None for all)."""
+        if store.spec != self.spec:
+            raise ValueError(f"the feature store was made with spec {store.spec.name!r} "
+                             f"({store.spec.fingerprint[:12]}), the B-P model with "
+                             f"{self.spec.name!r} ({self.spec.fingerprint[:12]})")
+        return self.evaluate_frames(store.frames(split))
+
+    # ---------------------------------------------------------------- files
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {}
+        for el in self.elements:
+            arrays.update(self.networks[el].to_arrays(f"{el}/nn"))
+            arrays[f"{el}/g_mean"] = self.g_mean[el]
+            arrays[f"{el}/g_std"] = self.g_std[el]
+        return arrays
+
+    def metadata(self) -> dict:
+        act = {self.networks[el].activation for el in self.elements}
+        return {"model": self.kind, "spec": self.spec.to_dict(),
+                "spec_sha256": self.spec.fingerprint, "activation": act.pop(),
+                "atom_energy": self.atom_energy, "training": self.training}
+
+    def save(self, path):
+        """Write the model file (see dcf.modelfile); returns its path."""
+        return write_model_file(path, self.metadata(), self.to_arrays())
+
+    @classmethod
+    def from_file(cls, metadata: dict, arrays: dict, num_threads: int | None = None):
+        """Rebuild a model from `dcf.modelfile.read_model_file` output; raises ModelFileError
+        for a file that is not a consistent B–P model."""
+        if metadata.get("model") != cls.kind:
+            raise ModelFileError(f"not a B-P model file (model {metadata.get('model')!r})")
+        try:
+            spec = FingerprintSpec.from_dict(metadata["spec"], source="model file spec")
+            if spec.fingerprint != metadata.get("spec_sha256"):
+                raise ModelFileError("the model file's spec does not match its recorded "
+                                     "spec_sha256 (the file was edited or is corrupt)")
+            act = metadata["activation"]
+            networks = {el: MLP.from_arrays(arrays, f"{el}/nn", act) for el in spec.elements}
+            g_mean = {el: arrays[f"{el}/g_mean"] for el in spec.elements}
+            g_std = {el: arrays[f"{el}/g_std"] for el in spec.elements}
+            return cls(spec, networks, g_mean, g_std, metadata["atom_energy"],
+                       metadata.get("training"), num_threads)
+        except ModelFileError:
+            raise
+        except (KeyError, ValueError, TypeError) as err:
+            raise ModelFileError(f"inconsistent B-P model file: {err!s}") from None
+
+
+def invariant_spec(spec: FingerprintSpec) -> FingerprintSpec:
+    """`spec` without its covariant (V1, A1) rules: the same G columns in the same order, and
+    often a shorter neighbor cutoff. B–P needs only G, so it featurizes with this."""
+    rules = [r for r in spec.rules if not KINDS[str(r["kind"]).upper()].vector]
+    return FingerprintSpec(spec.elements, rules, spec.cutoff, f"{spec.name} (G only)")
+
+
+def finite_difference_forces(energy, atoms, delta: float = 1e-4, indices=None) -> np.ndarray:
+    """-dE/dr by central differences of `energy(atoms) -> float` (eV), step `delta` (A).
+
+    indices: the atoms to differentiate (default all). Returns (len(indices), 3) eV/A.
+    `atoms` is left unchanged.
+    """
+    indices = np.arange(len(atoms)) if indices is None else np.asarray(indices)
+    work = atoms.copy()
+    work.calc = None
+    pos0 = atoms.positions.copy()
+    out = np.zeros((len(indices), 3))
+    for row, a in enumerate(indices):
+        for c in range(3):
+            pos = pos0.copy()
+            pos[a, c] += delta
+            work.positions = pos
+            e_plus = energy(work)
+            pos[a, c] -= 2 * delta
+            work.positions = pos
+            e_minus = energy(work)
+            out[row, c] = -(e_plus - e_minus) / (2 * delta)
+    return out

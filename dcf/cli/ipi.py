@@ -1,0 +1,67 @@
+"""`dcf ipi`: serve a model's forces to an i-PI server over a UNIX or TCP socket.
+
+Start i-PI first (its input names the socket), then `dcf ipi MODEL --structure S --unix NAME`.
+Under `mpiexec -n K`, rank 0 talks to i-PI and all ranks share the force evaluation.
+"""
+from __future__ import annotations
+
+import sys
+
+HELP = "i-PI socket driver: serve a model's forces (and B–P energy, virial) to i-PI"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", help="model file (.dcf) from dcf train")
+    p.add_argument("--structure", required=True,
+                   help="structure with i-PI's atoms in i-PI's order (e.g. its init file)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--unix", metavar="NAME", help="UNIX socket name (i-PI: mode='unix')")
+    where.add_argument("--port", type=int, help="TCP port (i-PI: mode='inet')")
+    p.add_argument("--host", default="localhost", help="TCP host (default localhost)")
+    p.add_argument("--wait", type=float, default=60.0,
+                   help="seconds to wait for the server to answer (default 60)")
+    p.add_argument("--threads", type=int, default=None, help="OpenMP threads for fingerprints")
+
+
+def run(args) -> int:
+    from ase.io import read
+
+    from dcf.ipi import ServerError, connect, serve
+    from dcf.modelfile import ModelFileError, load_model
+    from dcf.parallel import world
+
+    comm = world()
+    rank = comm.rank
+    comm = comm if comm.size > 1 else None
+    try:
+        model = load_model(args.model)
+    except ModelFileError as err:
+        raise SystemExit(f"dcf ipi: {err}") from None
+    if comm is not None and hasattr(model, "set_communicator"):
+        model.set_communicator(comm)
+    if args.threads is not None and hasattr(model, "set_threads"):
+        model.set_threads(args.threads)
+    try:
+        atoms = read(args.structure, index=-1)
+    except FileNotFoundError:
+        raise SystemExit(f"dcf ipi: {args.structure} does not exist") from None
+    except Exception as err:          # ase raises many kinds for unreadable files
+        raise SystemExit(f"dcf ipi: cannot read {args.structure}: {err}") from None
+    try:
+        model.spec.check_symbols(atoms.get_chemical_symbols(), args.structure)
+    except ValueError as err:
+        raise SystemExit(f"dcf ipi: {err}") from None
+    if "energy" not in model.implemented_properties and rank == 0:
+        print("note: a DCF model has no energy; i-PI receives 0 eV and a zero virial, so use "
+              "it under a thermostat (NVT), not for NVE or NPT", file=sys.stderr)
+
+    try:
+        sock = connect(args.unix, args.host, args.port, args.wait) if rank == 0 else None
+        calls = serve(model, atoms, sock, comm)
+    except ServerError as err:
+        print(f"dcf ipi: {err}", file=sys.stderr)
+        return 1            # under mpiexec, the launcher then stops the other ranks
+    if rank == 0:
+        sock.close()
+        print(f"i-PI sent EXIT after {calls} force evaluation(s)")
+    return 0

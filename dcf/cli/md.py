@@ -1,0 +1,155 @@
+"""`dcf md`: thermostatted molecular dynamics with a DCF or B–P model through ASE.
+
+Writes an ASE trajectory (positions, momenta, forces) and a text log (step, time, T, per-element
+T, step time; energies for B–P). Ctrl-C stops after the current step with the trajectory intact;
+`--restart` continues from the trajectory's last frame, appending.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+HELP = "thermostatted MD with a model (Langevin, Bussi, Nose-Hoover chain; NVE to diagnose)"
+
+
+def add_arguments(p) -> None:
+    from dcf.md import THERMOSTATS
+    p.add_argument("model", help="model file (.dcf) from dcf train")
+    p.add_argument("structure", help="starting structure (any file ase.io reads; last frame)")
+    p.add_argument("--thermostat", choices=THERMOSTATS, default="langevin")
+    p.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    p.add_argument("--steps", type=int, required=True, help="number of MD steps")
+    p.add_argument("--timestep", type=float, default=1.0, help="fs (default 1)")
+    p.add_argument("--damping", type=float, default=100.0,
+                   help="thermostat time constant, fs (default 100)")
+    p.add_argument("--seed", type=int, default=None, help="seed of velocities and thermostat")
+    p.add_argument("--traj", default="md.traj", help="output ASE trajectory (default md.traj)")
+    p.add_argument("--log", default=None, help="output log (default: TRAJ with .log)")
+    p.add_argument("--interval", type=int, default=10,
+                   help="write trajectory and log every N steps (default 10)")
+    p.add_argument("--restart", action="store_true",
+                   help="continue from the last frame of --traj, appending to it and the log")
+    p.add_argument("--threads", type=int, default=None, help="OpenMP threads for fingerprints")
+
+
+def _start(args, traj: Path):
+    """The starting atoms and step number: a fresh structure or the trajectory's last frame."""
+    from ase.io import read
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+    if args.restart:
+        if not traj.is_file():
+            raise SystemExit(f"dcf md: --restart given but {traj} does not exist")
+        try:
+            atoms = read(traj, index=-1)
+        except Exception as err:      # ase raises many kinds for damaged files
+            raise SystemExit(f"dcf md: cannot read the last frame of {traj}: {err}") from None
+        return atoms, int(atoms.info.get("step", 0))
+    if traj.exists():
+        raise SystemExit(f"dcf md: {traj} exists; pass --restart to continue it, or remove it")
+    try:
+        atoms = read(args.structure, index=-1)
+    except FileNotFoundError:
+        raise SystemExit(f"dcf md: {args.structure} does not exist") from None
+    except Exception as err:
+        raise SystemExit(f"dcf md: cannot read {args.structure}: {err}") from None
+    if args.temperature > 0:
+        import numpy as np
+        MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature,
+                                     rng=np.random.default_rng(args.seed))
+        Stationary(atoms)
+    return atoms, 0
+
+
+def run(args) -> int:
+    from ase.io.trajectory import Trajectory
+
+    from dcf.md import element_temperatures, energy_drift, make_dynamics
+    from dcf.modelfile import ModelFileError, load_model
+
+    if args.steps < 0 or args.interval < 1 or args.timestep <= 0:
+        raise SystemExit("dcf md: need --steps >= 0, --interval >= 1 and --timestep > 0")
+    try:
+        model = load_model(args.model)
+    except ModelFileError as err:
+        raise SystemExit(f"dcf md: {err}") from None
+    if args.threads is not None and hasattr(model, "set_threads"):
+        model.set_threads(args.threads)
+    traj_path = Path(args.traj)
+    log_path = Path(args.log) if args.log else traj_path.with_suffix(".log")
+    atoms, step0 = _start(args, traj_path)
+    try:
+        model.spec.check_symbols(atoms.get_chemical_symbols(), args.structure)
+    except ValueError as err:
+        raise SystemExit(f"dcf md: {err}") from None
+    atoms.calc = model.calculator()
+    has_energy = "energy" in model.implemented_properties
+    if args.thermostat == "nve" and not has_energy:
+        print("warning: NVE with a DCF model: its forces are not an energy gradient, so nothing "
+              "is conserved and the temperature will drift; use a thermostat for production",
+              file=sys.stderr)
+    dyn = make_dynamics(atoms, args.thermostat, args.temperature, args.timestep, args.damping,
+                        args.seed)
+
+    elements = list(dict.fromkeys(atoms.get_chemical_symbols()))
+    traj_path.parent.mkdir(parents=True, exist_ok=True)
+    traj = Trajectory(str(traj_path), "a" if args.restart else "w")
+    log = open(log_path, "a" if args.restart else "w")
+    if not args.restart:
+        log.write("# step  time_fs  T_K  " + "  ".join(f"T_{el}_K" for el in elements)
+                  + ("  E_pot_eV  E_tot_eV" if has_energy else "") + "  ms_per_step\n")
+
+    stop = {"asked": False}
+
+    def ask_stop(signum, frame):
+        stop["asked"] = True
+
+    previous = signal.signal(signal.SIGINT, ask_stop)
+    times, totals = [], []
+    clock = {"t": time.perf_counter(), "step": 0}
+
+    def record():
+        step = step0 + dyn.nsteps
+        now = time.perf_counter()
+        ms = 1000.0 * (now - clock["t"]) / max(dyn.nsteps - clock["step"], 1)
+        clock["t"], clock["step"] = now, dyn.nsteps
+        atoms.info["step"] = step
+        temps = element_temperatures(atoms)
+        T = atoms.get_temperature()
+        row = f"{step:>7d} {step * args.timestep:>10.2f} {T:>8.1f} " + " ".join(
+            f"{temps[el]:>8.1f}" for el in elements)
+        if has_energy:
+            epot = atoms.get_potential_energy()
+            etot = epot + atoms.get_kinetic_energy()
+            times.append(step * args.timestep)
+            totals.append(etot)
+            row += f" {epot:>14.6f} {etot:>14.6f}"
+        log.write(row + f" {ms:>9.3f}\n")
+        log.flush()
+        traj.write(atoms)
+        print(f"\rstep {step:>7d}  T {T:7.1f} K  {ms:7.2f} ms/step", end="", flush=True)
+
+    try:
+        if not args.restart:
+            record()
+        done = 0
+        while done < args.steps and not stop["asked"]:
+            n = min(args.interval, args.steps - done)
+            dyn.run(n)
+            done += n
+            record()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        traj.close()
+        log.close()
+    print()
+    if stop["asked"]:
+        print(f"interrupted after {done} step(s); continue with --restart. wrote {traj_path}")
+        return 130
+    if args.thermostat == "nve" and has_energy and len(times) > 2:
+        drift = energy_drift(times, totals, len(atoms))
+        print(f"NVE energy drift: {drift:.4f} meV/atom/ps over {times[-1] - times[0]:.0f} fs")
+    print(f"wrote {traj_path} and {log_path}")
+    return 0

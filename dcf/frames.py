@@ -1,0 +1,215 @@
+"""Reading reference frames (positions, cell, forces, energy) from anything ase.io reads.
+
+``read_frames(paths, index, every)`` reads extxyz, VASP OUTCAR and vasprun.xml, ASE databases
+(.db) and trajectories (.traj), ... and returns a ``FrameData``: the frames as flat arrays,
+every frame checked (forces present and finite, a sensible cell). ``check_elements`` checks
+the elements against a fingerprint spec. Errors are ``FrameError`` naming the file and frame.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dcf.spec import FingerprintSpec
+
+
+class FrameError(ValueError):
+    """A source file or frame that cannot be used: unreadable, without forces, bad cell, ..."""
+
+
+@dataclass
+class FrameData:
+    """Frames as flat arrays (n_frames frames, n_atoms atoms in all).
+
+    first_atom (n_frames + 1,): frame k holds atoms first_atom[k]:first_atom[k + 1];
+    numbers (n_atoms,) atomic numbers; positions (n_atoms, 3) Angstrom; forces (n_atoms, 3)
+    eV/Angstrom; cell (n_frames, 3, 3) Angstrom (rows are cell vectors); pbc (n_frames, 3);
+    energy (n_frames,) eV, NaN where the source had none; source (n_frames,) index into
+    `sources`; source_frame (n_frames,) frame number within that source.
+    sources: one dict per file: path, sha256, bytes, index, every, n_frames.
+    """
+
+    first_atom: np.ndarray
+    numbers: np.ndarray
+    positions: np.ndarray
+    forces: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    energy: np.ndarray
+    source: np.ndarray
+    source_frame: np.ndarray
+    sources: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.cell)
+
+    @property
+    def n_atoms(self) -> int:
+        """Atoms in all frames together."""
+        return int(self.first_atom[-1])
+
+    def atoms(self, k: int):
+        """Frame `k` as an ase.Atoms (no calculator attached)."""
+        from ase import Atoms
+
+        a, b = self.first_atom[k], self.first_atom[k + 1]
+        return Atoms(numbers=self.numbers[a:b], positions=self.positions[a:b],
+                     cell=self.cell[k], pbc=self.pbc[k])
+
+    def label(self, k: int) -> str:
+        """'path frame n' of frame k, for messages."""
+        return f"{self.sources[self.source[k]]['path']} frame {self.source_frame[k]}"
+
+    @classmethod
+    def from_atoms(cls, frames, source: dict | None = None) -> "FrameData":
+        """FrameData from a list of ase.Atoms with forces (as read_frames checks them)."""
+        source = source or {"path": "<memory>", "sha256": "", "bytes": 0, "index": ":",
+                            "every": 1}
+        return _collect([(0, k, a) for k, a in enumerate(frames)],
+                        [{**source, "n_frames": len(frames)}])
+
+
+def file_sha256(path) -> str:
+    """sha256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parse_index(index: str):
+    """An ase-style frame selection: '5', '-1', '10:200', '::2' -> int or slice."""
+    from ase.io.formats import string2index
+
+    try:
+        return string2index(str(index))
+    except ValueError:
+        raise FrameError(f"bad frame selection {index!r} (use e.g. 0, -1, 10:200, ::2)") from None
+
+
+def select(n: int, index: str = ":", every: int = 1) -> np.ndarray:
+    """Frame numbers 0..n-1 chosen by `index` (ase syntax), then every `every`-th of those."""
+    if every < 1:
+        raise FrameError(f"--every must be >= 1, got {every}")
+    idx = parse_index(index)
+    numbers = np.arange(n)
+    if isinstance(idx, int):
+        if not -n <= idx < n:
+            raise FrameError(f"frame {idx} does not exist ({n} frames)")
+        return numbers[[idx]]
+    return numbers[idx][::every]
+
+
+def _read_all(path: Path) -> list:
+    from ase.io import read
+
+    try:
+        frames = read(path, index=":")
+    except Exception as err:        # ase raises many kinds for unreadable files
+        raise FrameError(f"cannot read {path}: {type(err).__name__}: {err}") from None
+    frames = [frames] if hasattr(frames, "get_chemical_symbols") else list(frames)
+    if not frames:
+        raise FrameError(f"{path} holds no frames")
+    return frames
+
+
+def _results(atoms) -> dict:
+    calc = atoms.calc
+    results = dict(getattr(calc, "results", {}) or {})
+    if "forces" not in results and "forces" in atoms.arrays:
+        results["forces"] = atoms.arrays["forces"]
+    return results
+
+
+def check_frame(atoms, where: str) -> tuple[np.ndarray, float]:
+    """Forces (n, 3) eV/A and energy (eV, NaN if none) of one frame, after checking that the
+    forces exist and are finite and that the cell makes sense for the periodic directions."""
+    n = len(atoms)
+    if n == 0:
+        raise FrameError(f"{where}: no atoms")
+    if not np.all(np.isfinite(atoms.positions)):
+        raise FrameError(f"{where}: positions are not finite")
+    results = _results(atoms)
+    forces = results.get("forces")
+    if forces is None:
+        raise FrameError(f"{where}: no forces (dcf needs reference forces for every frame)")
+    forces = np.asarray(forces, dtype=float)
+    if forces.shape != (n, 3) or not np.all(np.isfinite(forces)):
+        raise FrameError(f"{where}: forces have shape {forces.shape} or are not finite "
+                         f"(expected finite ({n}, 3))")
+    energy = results.get("energy", results.get("free_energy"))
+    energy = float(energy) if energy is not None else float("nan")
+    cell, pbc = atoms.cell.array, atoms.pbc
+    lengths = np.linalg.norm(cell, axis=1)
+    for d in range(3):
+        if pbc[d] and lengths[d] < 1e-6:
+            raise FrameError(f"{where}: periodic along cell vector {d} but that vector is zero "
+                             f"(cell {cell.round(6).tolist()})")
+    if pbc.any() and np.linalg.matrix_rank(cell[pbc], tol=1e-6 * lengths.max()) < pbc.sum():
+        raise FrameError(f"{where}: the periodic cell vectors are linearly dependent "
+                         f"(cell {cell.round(6).tolist()})")
+    return forces, energy
+
+
+def read_frames(paths, index: str = ":", every: int = 1) -> FrameData:
+    """Read and check frames from one or more files.
+
+    index: ase-style selection applied to each file ('0', '-1', '10:200', '::2');
+    every: keep every n-th of the selected frames. Raises FrameError naming file and frame.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    parse_index(index)
+    chosen, sources = [], []
+    for s, path in enumerate(map(Path, paths)):
+        if not path.is_file():
+            raise FrameError(f"{path}: no such file")
+        frames = _read_all(path)
+        picked = select(len(frames), index, every)
+        if len(picked) == 0:
+            raise FrameError(f"{path}: --index {index} --every {every} selects none of its "
+                             f"{len(frames)} frames")
+        sources.append({"path": str(path), "sha256": file_sha256(path),
+                        "bytes": path.stat().st_size, "index": str(index), "every": int(every),
+                        "n_frames": int(len(picked))})
+        chosen += [(s, int(k), frames[k]) for k in picked]
+    return _collect(chosen, sources)
+
+
+def _collect(chosen, sources) -> FrameData:
+    forces, energy = [], []
+    for s, k, atoms in chosen:
+        f, e = check_frame(atoms, f"{sources[s]['path']} frame {k}")
+        forces.append(f)
+        energy.append(e)
+    counts = [len(a) for _, _, a in chosen]
+    return FrameData(
+        first_atom=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        numbers=np.concatenate([a.numbers for _, _, a in chosen]).astype(np.int32),
+        positions=np.concatenate([a.positions for _, _, a in chosen]).astype(np.float64),
+        forces=np.concatenate(forces).astype(np.float64),
+        cell=np.array([a.cell.array for _, _, a in chosen], dtype=np.float64).reshape(-1, 3, 3),
+        pbc=np.array([a.pbc for _, _, a in chosen], dtype=bool).reshape(-1, 3),
+        energy=np.array(energy, dtype=np.float64),
+        source=np.array([s for s, _, _ in chosen], dtype=np.int32),
+        source_frame=np.array([k for _, k, _ in chosen], dtype=np.int64),
+        sources=sources)
+
+
+def check_elements(frames: FrameData, spec: FingerprintSpec) -> None:
+    """Raise FrameError naming the first frame with an element the spec does not cover."""
+    from ase.data import chemical_symbols
+
+    known = {chemical_symbols.index(el) for el in spec.elements}
+    bad = ~np.isin(frames.numbers, list(known))
+    if bad.any():
+        atom = int(np.argmax(bad))
+        k = int(np.searchsorted(frames.first_atom, atom, side="right") - 1)
+        missing = sorted({chemical_symbols[z] for z in np.unique(frames.numbers[bad])})
+        raise FrameError(f"{frames.label(k)} contains {', '.join(missing)}, which the "
+                         f"fingerprint spec {spec.name or ''} does not cover (elements: "
+                         f"{', '.join(spec.elements)})")

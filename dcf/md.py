@@ -1,0 +1,59 @@
+"""Molecular dynamics with a dcf model through ASE's integrators and thermostats.
+
+DCF forces are not the gradient of an energy, so energy is not conserved with them: run them
+under a thermostat (Langevin, Bussi stochastic velocity rescaling, Nose-Hoover chain), which
+absorbs the small non-conservative work. NVE is offered for diagnostics; with a B–P model its
+energy drift measures the integration and model quality.
+
+Units: temperature K, time step and times fs (ASE's internal time unit is converted here),
+energies eV.
+"""
+from __future__ import annotations
+
+import numpy as np
+from ase import units
+
+THERMOSTATS = ("langevin", "bussi", "nose-hoover", "nve")
+
+
+def make_dynamics(atoms, thermostat: str, temperature: float, timestep: float,
+                  damping: float = 100.0, seed: int | None = None):
+    """An ASE dynamics object for `atoms` (with its calculator set).
+
+    temperature K; timestep fs; damping fs: the thermostat's time constant (Langevin friction
+    1/damping, Bussi and Nose-Hoover relaxation time). seed fixes the stochastic thermostats.
+    """
+    dt = timestep * units.fs
+    if thermostat == "langevin":
+        from ase.md.langevin import Langevin
+        return Langevin(atoms, dt, temperature_K=temperature, friction=1.0 / (damping * units.fs),
+                        rng=np.random.default_rng(seed))
+    if thermostat == "bussi":
+        from ase.md.bussi import Bussi
+        return Bussi(atoms, dt, temperature_K=temperature, taut=damping * units.fs,
+                     rng=np.random.default_rng(seed))
+    if thermostat == "nose-hoover":
+        from ase.md.nose_hoover_chain import NoseHooverChainNVT
+        return NoseHooverChainNVT(atoms, dt, temperature_K=temperature,
+                                  tdamp=damping * units.fs)
+    if thermostat == "nve":
+        from ase.md.verlet import VelocityVerlet
+        return VelocityVerlet(atoms, dt)
+    raise ValueError(f"unknown thermostat {thermostat!r}; choose one of {', '.join(THERMOSTATS)}")
+
+
+def element_temperatures(atoms) -> dict[str, float]:
+    """Kinetic temperature (K) of each element's atoms, T = 2 KE / (3 N k_B)."""
+    symbols = np.array(atoms.get_chemical_symbols())
+    ke = 0.5 * np.sum(atoms.get_momenta() ** 2, axis=1) / atoms.get_masses()
+    return {el: float(2.0 * ke[symbols == el].sum() / (3 * np.sum(symbols == el) * units.kB))
+            for el in dict.fromkeys(symbols)}
+
+
+def energy_drift(times_fs, total_energy, n_atoms: int) -> float:
+    """Least-squares slope of the total energy, meV/atom/ps."""
+    t = np.asarray(times_fs, float) / 1000.0
+    if len(t) < 2:
+        return float("nan")
+    slope = np.polyfit(t, np.asarray(total_energy, float), 1)[0]
+    return float(1000.0 * slope / n_atoms)

@@ -1,0 +1,109 @@
+"""MPI helpers that also work without MPI.
+
+``world()`` returns mpi4py's COMM_WORLD wrapped in ``Comm`` when the process was started by an
+MPI launcher (``mpiexec -n K ...``), and a one-rank ``SerialComm`` otherwise - so mpi4py is
+neither needed nor even imported in a serial run. Set ``DCF_NO_MPI=1`` to force serial mode.
+
+Besides broadcast and barrier, the helpers carry small status messages to rank 0 (``report``
+from any rank, ``poll``/``receive`` on rank 0): used for a live progress bar and to learn about
+errors on other ranks without deadlocking.
+"""
+from __future__ import annotations
+
+import os
+
+# Variables set by MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm's PMI) for each rank
+_LAUNCHER_VARS = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+_TAG = 7301
+
+
+class MPIUnavailable(RuntimeError):
+    """Started by an MPI launcher with several ranks, but mpi4py cannot be imported."""
+
+
+def launched_by_mpi() -> bool:
+    """True if an MPI launcher started this process (and DCF_NO_MPI is not set)."""
+    if os.environ.get("DCF_NO_MPI", "") not in ("", "0"):
+        return False
+    return any(v in os.environ for v in _LAUNCHER_VARS)
+
+
+def _launcher_size() -> int:
+    for v in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS"):
+        if os.environ.get(v, "").isdigit():
+            return int(os.environ[v])
+    return 1
+
+
+class SerialComm:
+    """The one-rank stand-in for an MPI communicator."""
+
+    rank, size = 0, 1
+
+    def bcast(self, obj, root: int = 0):
+        return obj
+
+    def barrier(self) -> None:
+        pass
+
+    def report(self, message) -> None:
+        raise RuntimeError("report() needs another rank to report to")
+
+    def poll(self) -> list:
+        return []
+
+    def receive(self):
+        raise RuntimeError("receive() with one rank would wait forever")
+
+
+class Comm:
+    """An mpi4py communicator with the few operations dcf needs."""
+
+    def __init__(self, mpi_comm):
+        self._comm = mpi_comm
+        self.rank, self.size = mpi_comm.Get_rank(), mpi_comm.Get_size()
+
+    def bcast(self, obj, root: int = 0):
+        return self._comm.bcast(obj, root=root)
+
+    def barrier(self) -> None:
+        self._comm.Barrier()
+
+    def report(self, message) -> None:
+        """Send a small picklable status message to rank 0."""
+        self._comm.send(message, dest=0, tag=_TAG)
+
+    def poll(self) -> list:
+        """On rank 0: the status messages that have arrived, without waiting."""
+        from mpi4py import MPI
+
+        out = []
+        while self._comm.iprobe(source=MPI.ANY_SOURCE, tag=_TAG):
+            out.append(self._comm.recv(source=MPI.ANY_SOURCE, tag=_TAG))
+        return out
+
+    def receive(self):
+        """On rank 0: the next status message, waiting for it."""
+        from mpi4py import MPI
+
+        return self._comm.recv(source=MPI.ANY_SOURCE, tag=_TAG)
+
+
+def world():
+    """COMM_WORLD as a Comm under an MPI launcher, else a SerialComm.
+
+    Raises MPIUnavailable when launched with several ranks but mpi4py is not importable:
+    every rank would otherwise do the whole job and write the same files.
+    """
+    if not launched_by_mpi():
+        return SerialComm()
+    try:
+        from mpi4py import MPI
+    except ImportError as err:
+        if _launcher_size() > 1:
+            raise MPIUnavailable(f"started by mpiexec with {_launcher_size()} ranks but mpi4py "
+                                 f"cannot be imported ({err}); install mpi4py "
+                                 f"(pip install mpi4py mpich) or run without mpiexec") from None
+        return SerialComm()
+    comm = MPI.COMM_WORLD
+    return Comm(comm) if comm.Get_size() > 1 else SerialComm()

@@ -1,0 +1,204 @@
+"""Reading frames: every input format from a tiny file made here, selection, clear errors."""
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from dcf import FingerprintSpec
+from dcf.frames import FrameData, FrameError, check_elements, read_frames, select
+
+SYMBOLS = ["Li", "Li", "O", "O", "O", "P"]
+
+
+def frame(rng, energy=True, cell=6.0, pbc=True):
+    atoms = Atoms(SYMBOLS, positions=rng.uniform(0, cell, (6, 3)), cell=np.eye(3) * cell,
+                  pbc=pbc)
+    results = {"forces": rng.normal(size=(6, 3)).round(6)}
+    if energy:
+        results["energy"] = round(float(rng.normal()), 6)
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
+
+
+def write_outcar(path, frames):
+    """A minimal VASP OUTCAR: the lines ase's parser reads (species, counts, per ionic step
+    cell, positions and forces, energies)."""
+    species = ["Li", "O", "P"]
+    lines = [f" POTCAR:    PAW_PBE {el} 01Jan2000" for el in species * 2]
+    lines.append("   ions per type =               2   3   1")
+    for atoms in frames:
+        e = atoms.get_potential_energy()
+        lines += ["----------------------------------------- Iteration    1(   1)  ------",
+                  "      direct lattice vectors                 reciprocal lattice vectors"]
+        lines += ["  " + " ".join(f"{x:14.9f}" for x in row) + "   0.0 0.0 0.0"
+                  for row in atoms.cell.array]
+        lines += ["", " POSITION                                       TOTAL-FORCE (eV/Angst)",
+                  " " + "-" * 83]
+        lines += [" " + " ".join(f"{x:12.5f}" for x in p) + "   " +
+                  " ".join(f"{x:14.6f}" for x in f)
+                  for p, f in zip(atoms.positions, atoms.get_forces())]
+        lines += [" " + "-" * 83, "    total drift:   0.0 0.0 0.0", "",
+                  "  FREE ENERGIE OF THE ION-ELECTRON SYSTEM (eV)",
+                  "  ---------------------------------------------------",
+                  f"  free  energy   TOTEN  =      {e + 0.01:.8f} eV", "",
+                  f"  energy  without entropy=     {e:.8f}  energy(sigma->0) =     {e:.8f}",
+                  ""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_vasprun(path, frames):
+    """A minimal vasprun.xml with one <calculation> per frame."""
+    def varray(name, rows):
+        body = "\n".join("<v>" + " ".join(f"{x:.8f}" for x in r) + "</v>" for r in rows)
+        return f'<varray name="{name}">\n{body}\n</varray>'
+
+    def structure(atoms, name=""):
+        name = f' name="{name}"' if name else ""
+        return (f"<structure{name}><crystal>{varray('basis', atoms.cell.array)}</crystal>"
+                f"{varray('positions', atoms.get_scaled_positions())}</structure>")
+
+    first = frames[0]
+    rcs = "".join(f"<rc><c>{s}</c><c>1</c></rc>" for s in first.get_chemical_symbols())
+    text = ['<?xml version="1.0" encoding="ISO-8859-1"?>', "<modeling>",
+            structure(first, "primitive_cell"),
+            '<kpoints><varray name="kpointlist"><v>0 0 0</v></varray></kpoints>',
+            f"<atominfo><atoms>{len(first)}</atoms><types>3</types>"
+            f'<array name="atoms"><set>{rcs}</set></array></atominfo>',
+            structure(first, "initialpos")]
+    for atoms in frames:
+        e = atoms.get_potential_energy()
+        energy = (f'<energy><i name="e_fr_energy">{e + 0.01:.8f}</i>'
+                  f'<i name="e_wo_entrp">{e:.8f}</i><i name="e_0_energy">{e:.8f}</i></energy>')
+        text += ["<calculation>", f"<scstep>{energy}</scstep>", structure(atoms),
+                 varray("forces", atoms.get_forces()), energy, "</calculation>"]
+    text.append("</modeling>")
+    path.write_text("\n".join(text))
+
+
+def write_db(path, frames):
+    from ase.db import connect
+
+    with connect(path) as db:
+        for atoms in frames:
+            db.write(atoms)
+
+
+WRITERS = {
+    "frames.extxyz": lambda p, f: write(p, f, format="extxyz"),
+    "frames.traj": lambda p, f: write(p, f),
+    "frames.db": write_db,
+    "OUTCAR": write_outcar,
+    "vasprun.xml": write_vasprun,
+}
+
+
+@pytest.mark.parametrize("name", list(WRITERS))
+def test_each_format_gives_positions_forces_energy(tmp_path, rng, name):
+    frames = [frame(rng) for _ in range(3)]
+    path = tmp_path / name
+    WRITERS[name](path, frames)
+    data = read_frames(path)
+    assert len(data) == 3 and data.n_atoms == 18
+    for k, atoms in enumerate(frames):
+        a, b = data.first_atom[k], data.first_atom[k + 1]
+        got = data.atoms(k)
+        assert got.get_chemical_symbols() == SYMBOLS
+        np.testing.assert_allclose(data.cell[k], atoms.cell.array, atol=1e-8)
+        # OUTCAR prints positions with 5 decimals; the scaled ones of vasprun.xml with 8
+        np.testing.assert_allclose(got.positions, atoms.positions, atol=1e-5)
+        np.testing.assert_allclose(data.forces[a:b], atoms.get_forces(), atol=1e-6)
+        assert data.energy[k] == pytest.approx(atoms.get_potential_energy(), abs=1e-6)
+    assert data.sources[0]["path"] == str(path) and len(data.sources[0]["sha256"]) == 64
+    np.testing.assert_array_equal(data.source_frame, [0, 1, 2])
+
+
+def test_selection_slices_and_every(tmp_path, rng):
+    frames = [frame(rng) for _ in range(10)]
+    path = tmp_path / "f.extxyz"
+    write(path, frames)
+    np.testing.assert_array_equal(read_frames(path, "2:8", 2).source_frame, [2, 4, 6])
+    np.testing.assert_array_equal(read_frames(path, "-1").source_frame, [9])
+    np.testing.assert_array_equal(read_frames(path, "::3").source_frame, [0, 3, 6, 9])
+    np.testing.assert_array_equal(read_frames(path, every=4).source_frame, [0, 4, 8])
+    two = read_frames([path, path], "0:2")
+    np.testing.assert_array_equal(two.source, [0, 0, 1, 1])
+    np.testing.assert_array_equal(two.source_frame, [0, 1, 0, 1])
+    np.testing.assert_array_equal(select(5, "1:", 2), [1, 3])
+    with pytest.raises(FrameError, match="selects none"):
+        read_frames(path, "20:")
+    with pytest.raises(FrameError, match="frame 12 does not exist"):
+        read_frames(path, "12")
+    with pytest.raises(FrameError, match="bad frame selection"):
+        read_frames(path, "a:b")
+    with pytest.raises(FrameError, match="every"):
+        read_frames(path, every=0)
+
+
+def test_energy_is_optional_forces_are_not(tmp_path, rng):
+    path = tmp_path / "f.extxyz"
+    write(path, [frame(rng, energy=False), frame(rng)])
+    data = read_frames(path)
+    assert np.isnan(data.energy[0]) and np.isfinite(data.energy[1])
+    bare = frame(rng)
+    bare.calc = None
+    write(tmp_path / "noforces.extxyz", [frame(rng), bare])
+    with pytest.raises(FrameError, match=r"noforces.extxyz frame 1: no forces"):
+        read_frames(tmp_path / "noforces.extxyz")
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("zero-vector", "periodic along cell vector 2 but that vector is zero"),
+    ("flat-cell", "linearly dependent"),
+    ("nan-forces", "not finite"),
+])
+def test_bad_frames_are_named(tmp_path, rng, problem, message):
+    good, bad = frame(rng), frame(rng)
+    if problem == "zero-vector":
+        bad.cell[2] = 0.0
+    elif problem == "flat-cell":
+        bad.cell[2] = bad.cell[0] + bad.cell[1]
+    else:
+        bad.calc.results["forces"][3, 1] = np.nan
+    path = tmp_path / "f.extxyz"
+    write(path, [good, bad])
+    with pytest.raises(FrameError, match=f"f.extxyz frame 1: .*{message}"):
+        read_frames(path)
+
+
+def test_unreadable_missing_and_empty_files(tmp_path):
+    with pytest.raises(FrameError, match="no such file"):
+        read_frames(tmp_path / "missing.extxyz")
+    (tmp_path / "garbage.extxyz").write_text("this is not a structure\n")
+    with pytest.raises(FrameError, match="cannot read .*garbage.extxyz"):
+        read_frames(tmp_path / "garbage.extxyz")
+
+
+def test_elements_checked_against_the_spec(tmp_path, rng):
+    frames = [frame(rng), frame(rng)]
+    frames[1][2].symbol = "Ge"
+    data = FrameData.from_atoms(frames)
+    check_elements(FrameData.from_atoms(frames[:1]), FingerprintSpec.preset("mailoa2019-S4"))
+    with pytest.raises(FrameError, match="frame 1 contains Ge"):
+        check_elements(data, FingerprintSpec.preset("mailoa2019-S4"))
+
+
+def test_open_boundaries_need_no_cell(rng):
+    atoms = frame(rng, pbc=False)
+    atoms.cell[:] = 0.0
+    data = FrameData.from_atoms([atoms])
+    assert not data.pbc.any() and len(data) == 1
+
+
+def test_real_dft_fixtures(tmp_path):
+    """The TiAl (2-128 atoms, thin cells) and Si AIMD fixtures: forces and energies read,
+    sources hashed."""
+    from conftest import DATA
+
+    tial = read_frames(DATA / "TiAl_tutorial_DB_tenth.extxyz")
+    assert len(tial) == 33 and np.isfinite(tial.energy).all()
+    assert set(np.diff(tial.first_atom)) >= {2, 128}
+    si = read_frames(DATA / "mlearn_Si_test_aimd8.extxyz", "::2")
+    assert len(si) == 4 and si.n_atoms == 4 * 64
+    np.testing.assert_array_equal(si.source_frame, [0, 2, 4, 6])
+    assert np.abs(si.forces).max() > 0.1
