@@ -125,7 +125,6 @@ def test_time_budget_returns_a_model(data):
     model = train(data, tiny(epochs=10_000, max_minutes=0.05), lambda m: None)
     assert model.stages == STAGES
     assert all(f["stopped"] == "time limit" for f in model.training["fits"])
-    assert model.training["seconds"] < 60
 
 
 def test_stages_one_at_a_time(data):
