@@ -22,6 +22,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
 from dcf.bp_training import BPTrainConfig, train_bp
+from dcf.evaluation import evaluate_frames
 from dcf.spec import FingerprintSpec
 
 SPEC = FingerprintSpec(
@@ -77,7 +78,7 @@ def main():
                         learning_rate=3e-3, force_weight=1.0, seed=0,
                         max_minutes=args.max_minutes)
     model, history = train_bp(train, SPEC, cfg, log=print)
-    report = model.evaluate_frames(enumerate(test))
+    report = evaluate_frames(model, test)
     F_ref = np.concatenate([a.get_forces() for a in test])
 
     atoms = start.copy()

@@ -20,6 +20,8 @@ import numpy as np
 from dcf.fingerprints import Featurizer
 from dcf.mlp import MLP
 from dcf.modelfile import ModelFileError, write_model_file
+from dcf.neighbors import resolve_threads
+from dcf.parallel import SerialComm
 from dcf.spec import KINDS, FingerprintSpec
 
 LABEL = "B-P"
@@ -51,6 +53,17 @@ class BPModel:
         self._inv_std = {el: 1.0 / self.g_std[el] for el in self.elements}
         self.untrained = tuple(self.training.get("untrained_elements", ()))
         self._featurizer = Featurizer(invariant_spec(self.spec), num_threads)
+        self.comm = SerialComm()
+
+    def set_threads(self, num_threads: int) -> None:
+        """OpenMP threads of the fingerprint kernels."""
+        self._featurizer.num_threads = resolve_threads(num_threads)
+
+    def set_communicator(self, comm) -> None:
+        """Share every energy/force call among MPI ranks (a `dcf.parallel` communicator): each
+        rank takes a block of the central atoms; energies, forces and virial are summed.
+        Every rank must then call with the same atoms."""
+        self.comm = comm
 
     def _check(self) -> None:
         for el in self.elements:
@@ -81,24 +94,34 @@ class BPModel:
             raise ValueError(f"B-P model cannot compute {sorted(unknown)}")
         if "stress" in properties and not all(atoms.pbc):
             raise ValueError("B-P model: stress needs a cell periodic in all three directions")
-        fz = self._featurizer
-        env = fz.environment(atoms)
+        present = set(atoms.get_chemical_symbols())
         for el in self.untrained:
-            if len(env.centers[el]):
+            if el in present:
                 raise ValueError(f"B-P model: the structure contains {el}, but the training "
                                  f"data had no {el} atoms; its network is untrained")
+        fz = self._featurizer
+        env = fz.environment(atoms, part=(self.comm.rank, self.comm.size))
         feats = fz.features(env)
-        energies = np.zeros(len(atoms))
+        n = len(atoms)
+        energies = np.zeros(n)
         dEdG = {}
         for el in self.elements:
             x = (feats.G[el] - self.g_mean[el]) * self._inv_std[el]
             e, dEdx = self.networks[el].value_and_input_gradient(x)
             energies[feats.index[el]] = e + self.atom_energy[el]
             dEdG[el] = dEdx * self._inv_std[el]
+        want_forces = "forces" in properties or "stress" in properties
+        if want_forces:
+            forces, virial = fz.forces(env, dEdG)
+        if self.comm.size > 1:
+            parts = [energies, forces.ravel(), virial.ravel()] if want_forces else [energies]
+            total = self.comm.sum(np.concatenate(parts))
+            energies = total[:n]
+            if want_forces:
+                forces, virial = total[n:4 * n].reshape(n, 3), total[4 * n:].reshape(3, 3)
         energy = float(energies.sum())
         out = {"energy": energy, "free_energy": energy, "energies": energies}
-        if "forces" in properties or "stress" in properties:
-            forces, virial = fz.forces(env, dEdG)
+        if want_forces:
             out["forces"] = forces
             if "stress" in properties:
                 sigma = -virial / env.volume
@@ -123,49 +146,17 @@ class BPModel:
         return ModelCalculator(self)
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate_frames(self, frames) -> dict:
-        """Accuracy on (frame id, ase.Atoms) pairs with reference energies and forces.
-
-        Returns {"model": "B-P", "forces": {el: force_metrics}, "energy": energy_metrics,
-        "parity": {el: {"ref": (n_el, 3), "pred": (n_el, 3)}}} in eV and eV/A.
-        """
-        from dcf.evaluation import energy_metrics, force_metrics
-
-        ref_f = {el: [] for el in self.elements}
-        pred_f = {el: [] for el in self.elements}
-        e_ref, e_pred, n_atoms = [], [], []
-        for k, atoms in frames:
-            try:
-                F_ref = atoms.get_forces()
-                E_ref = atoms.get_potential_energy()
-            except Exception as err:         # no calculator / no stored result
-                raise ValueError(f"frame {k}: no reference energy and forces ({err})") from None
-            res = self.compute(atoms, ("energy", "forces"))
-            symbols = np.array(atoms.get_chemical_symbols())
-            for el in self.elements:
-                sel = symbols == el
-                ref_f[el].append(F_ref[sel])
-                pred_f[el].append(res["forces"][sel])
-            e_ref.append(E_ref)
-            e_pred.append(res["energy"])
-            n_atoms.append(len(atoms))
-        forces, parity = {}, {}
-        for el in self.elements:
-            ref = np.concatenate(ref_f[el]) if ref_f[el] else np.zeros((0, 3))
-            pred = np.concatenate(pred_f[el]) if pred_f[el] else np.zeros((0, 3))
-            if len(ref):
-                forces[el] = force_metrics(pred, ref)
-                parity[el] = {"ref": ref, "pred": pred}
-        return {"model": LABEL, "forces": forces,
-                "energy": energy_metrics(e_pred, e_ref, n_atoms), "parity": parity}
-
     def evaluate_store(self, store, split: str = "test") -> dict:
-        """evaluate_frames on a FeatureStore split ("train", "test" or None for all)."""
+        """`dcf.evaluation.evaluate_frames` on a FeatureStore split ("train", "test" or None
+        for all); parity rows carry the store's frame ids."""
         if store.spec != self.spec:
             raise ValueError(f"the feature store was made with spec {store.spec.name!r} "
                              f"({store.spec.fingerprint[:12]}), the B-P model with "
                              f"{self.spec.name!r} ({self.spec.fingerprint[:12]})")
-        return self.evaluate_frames(store.frames(split))
+        from dcf.evaluation import evaluate_frames
+
+        ids = list(store.frame_ids(split))
+        return evaluate_frames(self, [store.frame(int(k)) for k in ids], ids)
 
     # ---------------------------------------------------------------- files
     def to_arrays(self) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ import numpy as np
 
 from dcf.mlp import ACTIVATIONS, MLP
 from dcf.modelfile import ModelFileError, write_model_file
+from dcf.parallel import SerialComm
 from dcf.spec import FingerprintSpec, SpecError
 
 HEADS = ("paper", "covariant")
@@ -177,6 +178,7 @@ class DCFModel:
         self.training = dict(training or {})
         self.num_threads = num_threads
         self._featurizer = None
+        self.comm = SerialComm()
 
     # ---- inference ----------------------------------------------------------------------
     @property
@@ -213,15 +215,28 @@ class DCFModel:
             self._featurizer = Featurizer(self.spec, self.num_threads)
         return self._featurizer
 
+    def set_threads(self, num_threads: int) -> None:
+        """OpenMP threads of the fingerprint kernels."""
+        self.num_threads = num_threads
+        self._featurizer = None
+
+    def set_communicator(self, comm) -> None:
+        """Share every force call among MPI ranks (a `dcf.parallel` communicator): each rank
+        takes a block of the central atoms and the forces are summed. Every rank must then
+        call with the same atoms."""
+        self.comm = comm
+
     def forces(self, atoms) -> np.ndarray:
         """Forces (n_atoms, 3) eV/A of an ase.Atoms: fingerprints without derivatives, then
         the numpy networks."""
         self._require_head()
-        f = self.featurizer()(atoms)
+        fz = self.featurizer()
+        f = fz.features(fz.environment(atoms, part=(self.comm.rank, self.comm.size)))
         F = np.zeros((len(atoms), 3))
         for el in self.elements:
             if len(f.index[el]):
                 F[f.index[el]] = self.networks[el].forces(f.G[el], f.A[el])
+        F = self.comm.sum(F)
         if self.remove_net_force and len(atoms):
             F -= F.mean(axis=0)
         return F
@@ -261,8 +276,8 @@ class DCFModel:
 
         self.check_spec(store.spec, "the feature store")
         if self.remove_net_force:
-            frames = [store.frame(k) for k in store.frame_ids(split)]
-            result = evaluate_frames(self, frames)
+            ids = list(store.frame_ids(split))
+            result = evaluate_frames(self, [store.frame(k) for k in ids], ids)
             result.update(model=self.label, split=split, source="frames")
             return result
         self._require_head()

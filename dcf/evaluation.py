@@ -46,55 +46,242 @@ def energy_metrics(E_pred, E_ref, n_atoms) -> dict:
 
 
 def format_force_table(rows: dict[str, dict[str, dict]]) -> str:
-    """A Table-1-style text table.
+    """A Table-1-style text table, rows grouped per model.
 
     rows: {label: {element: force_metrics(...)}}, e.g. {"DCF NN3": {...}, "B-P": {...}}.
     """
-    head = (f"{'model':<14} {'element':>7} {'n':>7} {'MAE':>8} {'RMSE':>8} "
+    w = max([14, *map(len, rows)])
+    head = (f"{'model':<{w}} {'element':>7} {'n':>7} {'MAE':>8} {'RMSE':>8} "
             f"{'<|F|>':>8} {'MAE/<|F|>':>10}")
     lines = [head, "-" * len(head)]
     for label, per_element in rows.items():
         for el, m in per_element.items():
-            lines.append(f"{label:<14} {el:>7} {m['n']:>7} {m['mae']:>8.4f} {m['rmse']:>8.4f} "
+            lines.append(f"{label:<{w}} {el:>7} {m['n']:>7} {m['mae']:>8.4f} {m['rmse']:>8.4f} "
                          f"{m['mean_abs_ref']:>8.4f} {100 * m['relative_mae']:>9.2f}%")
     lines.append("forces in eV/A; MAE and RMSE of the error vector's norm, as in Table 1")
     return "\n".join(lines)
 
 
-def evaluate_frames(model, frames) -> dict:
+def model_label(model) -> str:
+    """A model's name in tables: its `label` (DCF: e.g. "DCF paper NN3"), else by kind."""
+    return getattr(model, "label", None) or {"bp": "B-P"}.get(model.kind, model.kind)
+
+
+def evaluate_frames(model, frames, frame_ids=None) -> dict:
     """Accuracy of any dcf model on structures with reference forces (and energies).
 
     frames: ase.Atoms with a calculator holding reference forces (eV/A) and, for models that
-    implement "energy", energies (eV). Uses model.compute, so net-force removal and other
+    implement "energy", energies (eV); frame_ids: an id per frame, recorded with each parity
+    row (default 0, 1, ...). Uses model.compute, so net-force removal and other
     whole-structure steps apply. Returns {"model", "kind", "forces": {el: force_metrics},
-    "energy": energy_metrics or None, "parity": {el: {"ref": (n, 3), "pred": (n, 3)}},
-    "n_frames"}.
+    "energy": energy_metrics or None, "parity": {el: {"ref": (n, 3), "pred": (n, 3),
+    "frame": (n,) int64, "atom": (n,) int64}}, "n_frames"}; parity rows are ordered by frame,
+    then atom index.
     """
+    frames = list(frames)
+    frame_ids = range(len(frames)) if frame_ids is None else list(frame_ids)
+    if len(frame_ids) != len(frames):
+        raise ValueError(f"{len(frame_ids)} frame ids for {len(frames)} frames")
     want_energy = "energy" in model.implemented_properties
     properties = ["forces"] + (["energy"] if want_energy else [])
-    ref, pred = {}, {}
+    ref, pred, ids = {}, {}, {}
     E_ref, E_pred, n_atoms = [], [], []
-    for k, atoms in enumerate(frames):
+    for k, atoms in zip(frame_ids, frames):
         try:
             F_ref = atoms.get_forces()
         except Exception as err:       # no calculator or no forces: name the frame
             raise ValueError(f"frame {k} has no reference forces ({err})") from None
         result = model.compute(atoms, properties)
-        for el in sorted(set(atoms.get_chemical_symbols())):
-            rows = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == el]
+        symbols = np.array(atoms.get_chemical_symbols())
+        for el in sorted(set(symbols)):
+            rows = np.flatnonzero(symbols == el)
             ref.setdefault(el, []).append(F_ref[rows])
             pred.setdefault(el, []).append(result["forces"][rows])
+            ids.setdefault(el, []).append(np.stack([np.full(len(rows), k), rows], axis=1))
         if want_energy and "energy" in atoms.calc.results:
             E_ref.append(atoms.get_potential_energy())
             E_pred.append(result["energy"])
             n_atoms.append(len(atoms))
     order = [el for el in getattr(model, "elements", sorted(ref)) if el in ref]
-    parity = {el: {"ref": np.concatenate(ref[el]), "pred": np.concatenate(pred[el])}
-              for el in order}
-    return {"model": getattr(model, "label", model.kind), "kind": model.kind,
+    parity = {}
+    for el in order:
+        fa = np.concatenate(ids[el]).astype(np.int64)
+        parity[el] = {"ref": np.concatenate(ref[el]), "pred": np.concatenate(pred[el]),
+                      "frame": fa[:, 0], "atom": fa[:, 1]}
+    return {"model": model_label(model), "kind": model.kind,
             "forces": {el: force_metrics(p["pred"], p["ref"]) for el, p in parity.items()},
             "energy": energy_metrics(E_pred, E_ref, n_atoms) if E_ref else None,
             "parity": parity, "n_frames": len(frames)}
+
+
+# ---- Table 2: the standard and the reaction test sets --------------------------------------
+
+def snapshot_keys(frame, atom) -> np.ndarray:
+    """One int64 key per (frame, atom) pair, for set operations on snapshots."""
+    return np.asarray(frame, np.int64) * (1 << 32) + np.asarray(atom, np.int64)
+
+
+def read_reaction_snapshots(path) -> dict:
+    """The reaction test set: the JSON of `dcf reactions --out` or a 'frame atom [weight]'
+    lines file (`dcf reactions --snapshots`, the `dcf featurize --chosen` format).
+
+    Returns {"path", "format" ("dcf-reactions" or "lines"), "pairs": (m, 2) int64 (frame, atom)
+    sorted and unique, and from a JSON (else None): "n_frames", "n_atoms", "source", "index",
+    "occurrence": {el: fraction}, "snapshots": {el: count}}. Weights in a lines file are
+    ignored. Raises ValueError naming the file.
+    """
+    import json
+    from pathlib import Path
+
+    from dcf.sampling import read_chosen
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read ({err})") from None
+    info = {"path": str(path), "format": "lines", "n_frames": None, "n_atoms": None,
+            "source": None, "index": None, "occurrence": None, "snapshots": None}
+    if text.lstrip().startswith("{"):
+        try:
+            doc = json.loads(text)
+            if doc.get("format") != "dcf-reactions":
+                raise ValueError(f"format {doc.get('format')!r}")
+            frame = np.asarray(doc["snapshots"]["frame"], dtype=np.int64).reshape(-1)
+            atom = np.asarray(doc["snapshots"]["atom"], dtype=np.int64).reshape(-1)
+            if frame.shape != atom.shape:
+                raise ValueError("snapshots have unequal frame and atom lists")
+            occ = doc.get("occurrence") or {}
+            info.update(format="dcf-reactions", n_frames=int(doc["n_frames"]),
+                        n_atoms=int(doc["n_atoms"]), source=doc.get("source"),
+                        index=doc.get("index"),
+                        occurrence={el: float(o["occurrence"]) for el, o in occ.items()},
+                        snapshots={el: int(o["snapshots"]) for el, o in occ.items()})
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{path}: not a reactions file of `dcf reactions --out` "
+                             f"({type(err).__name__}: {err})") from None
+        pairs = np.stack([frame, atom], axis=1)
+    else:
+        pairs = read_chosen(path)[:, :2].astype(np.int64)
+    info["pairs"] = np.unique(pairs.reshape(-1, 2), axis=0)
+    return info
+
+
+def reaction_symbols(pairs, n_frames: int, numbers_of, source: str = "reaction file") \
+        -> np.ndarray:
+    """Element symbols (m,) of the (frame, atom) pairs (m, 2), checked against the data.
+
+    n_frames: frames of the data; numbers_of(k): atomic numbers (n_k,) of frame k.
+    Raises ValueError naming `source` for a frame or an atom index out of range.
+    """
+    from ase.data import chemical_symbols
+
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    out = np.empty(len(pairs), dtype=object)
+    for f in np.unique(pairs[:, 0]):
+        sel = np.flatnonzero(pairs[:, 0] == f)
+        if not 0 <= f < n_frames:
+            raise ValueError(f"{source}: snapshot (frame {f}, atom {pairs[sel[0], 1]}): frame "
+                             f"out of range; the data has {n_frames} frames (0..{n_frames - 1})")
+        numbers = np.asarray(numbers_of(int(f)))
+        atoms = pairs[sel, 1]
+        bad = (atoms < 0) | (atoms >= len(numbers))
+        if bad.any():
+            raise ValueError(f"{source}: snapshot (frame {f}, atom {atoms[bad][0]}): atom out of "
+                             f"range; frame {f} of the data has {len(numbers)} atoms")
+        out[sel] = [chemical_symbols[z] for z in numbers[atoms]]
+    return out.astype(str) if len(out) else np.zeros(0, dtype=str)
+
+
+def check_reaction_source(info: dict, n_frames: int, symbols, data: str) -> None:
+    """Refuse a reactions JSON that was made from other frames than the data.
+
+    info: read_reaction_snapshots(...) of a JSON; n_frames: frames of the data; symbols:
+    reaction_symbols(...) of its pairs. The frame counts and the per-element snapshot counts
+    must agree. A lines file (info["format"] == "lines") carries nothing to check.
+    """
+    if info["format"] != "dcf-reactions":
+        return
+    where = f"{info['source']} (index {info['index']!r})"
+    if info["n_frames"] != n_frames:
+        raise ValueError(f"{info['path']}: found in {info['n_frames']} frames of {where}, but "
+                         f"{data} has {n_frames}: the (frame, atom) pairs must number the frames "
+                         f"of the data; evaluate the same frames (same --index)")
+    counts = dict(zip(*np.unique(symbols, return_counts=True)))
+    for el, n in (info["snapshots"] or {}).items():
+        if int(counts.get(el, 0)) != n:
+            raise ValueError(f"{info['path']}: {n} {el} snapshots in {where}, but those atoms "
+                             f"of {data} include {int(counts.get(el, 0))} {el}: not the "
+                             f"trajectory the reactions were found in")
+
+
+def occurrence_from_counts(symbols, totals: dict) -> dict:
+    """Rare-event occurrence per element: reaction snapshots of the element (symbols (m,)) over
+    all its atomic snapshots in the data (totals: {el: atoms summed over frames})."""
+    counts = dict(zip(*np.unique(np.asarray(symbols, dtype=str), return_counts=True)))
+    return {el: int(counts.get(el, 0)) / n if n else float("nan") for el, n in totals.items()}
+
+
+def element_totals(numbers_per_frame) -> dict:
+    """{el: number of atoms of el summed over frames} from atomic-number arrays, one per frame."""
+    from ase.data import chemical_symbols
+
+    total: dict = {}
+    for numbers in numbers_per_frame:
+        z, n = np.unique(np.asarray(numbers), return_counts=True)
+        for zi, ni in zip(z, n):
+            el = chemical_symbols[zi]
+            total[el] = total.get(el, 0) + int(ni)
+    return total
+
+
+def reaction_table(parity: dict, reaction, occurrence: dict | None = None,
+                   standard=None) -> dict:
+    """Table 2 of Mailoa et al. (2019): force errors on the standard and the reaction test sets.
+
+    parity: evaluate_frames(...)["parity"], rows carrying frame and atom ids;
+    reaction: (m, 2) (frame, atom) pairs, the reaction test set; each must be a parity row;
+    standard: (s, 2) pairs the standard set is drawn from, or None for every parity row; the
+    reaction pairs are removed from it; occurrence: {el: fraction} or None.
+    Returns {el: {"standard": force_metrics, "reaction": force_metrics, "occurrence": float}}
+    for the elements of `parity`, forces in eV/A.
+    """
+    reaction = np.asarray(reaction, np.int64).reshape(-1, 2)
+    r_keys = snapshot_keys(reaction[:, 0], reaction[:, 1])
+    s_keys = None if standard is None else snapshot_keys(*np.asarray(standard, np.int64)
+                                                          .reshape(-1, 2).T)
+    table, found = {}, 0
+    for el, p in parity.items():
+        keys = snapshot_keys(p["frame"], p["atom"])
+        is_reaction = np.isin(keys, r_keys)
+        is_standard = ~is_reaction if s_keys is None else ~is_reaction & np.isin(keys, s_keys)
+        found += int(is_reaction.sum())
+        table[el] = {"standard": force_metrics(p["pred"][is_standard], p["ref"][is_standard]),
+                     "reaction": force_metrics(p["pred"][is_reaction], p["ref"][is_reaction]),
+                     "occurrence": float((occurrence or {}).get(el, float("nan")))}
+    if found != len(np.unique(r_keys)):
+        raise ValueError(f"{len(np.unique(r_keys)) - found} reaction snapshot(s) are not among "
+                         f"the evaluated atoms")
+    return table
+
+
+def format_reaction_table(rows: dict[str, dict[str, dict]]) -> str:
+    """A Table-2-style text table, rows grouped per model.
+
+    rows: {label: reaction_table(...)}.
+    """
+    w = max([14, *map(len, rows)])
+    head = (f"{'model':<{w}} {'element':>7} {'standard n':>10} {'standard MAE':>12} "
+            f"{'reaction n':>10} {'reaction MAE':>12} {'occurrence':>10}")
+    lines = [head, "-" * len(head)]
+    for label, per_element in rows.items():
+        for el, t in per_element.items():
+            s, r = t["standard"], t["reaction"]
+            lines.append(f"{label:<{w}} {el:>7} {s['n']:>10} {s['mae']:>12.4f} {r['n']:>10} "
+                         f"{r['mae']:>12.4f} {100 * t['occurrence']:>9.4f}%")
+    lines.append("forces in eV/A; MAE of the error vector's norm; occurrence: reaction "
+                 "snapshots / all snapshots of the element, as in Table 2")
+    return "\n".join(lines)
 
 
 def rotate_atoms(atoms, T: np.ndarray):

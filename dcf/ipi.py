@@ -40,6 +40,8 @@ def connect(unix: str | None = None, host: str = "localhost", port: int | None =
         sock = socket.socket(socket.AF_UNIX if unix is not None else socket.AF_INET)
         try:
             sock.connect(actualunixsocketname(unix) if unix is not None else (host, port))
+            if unix is None:        # small messages each step: no Nagle delay
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return sock
         except OSError as err:
             sock.close()

@@ -22,12 +22,17 @@ def make_dynamics(atoms, thermostat: str, temperature: float, timestep: float,
 
     temperature K; timestep fs; damping fs: the thermostat's time constant (Langevin friction
     1/damping, Bussi and Nose-Hoover relaxation time). seed fixes the stochastic thermostats.
+    Langevin keeps the center of mass fixed through ASE's FixCom constraint, added to `atoms`.
+    Bussi needs non-zero starting velocities.
     """
     dt = timestep * units.fs
     if thermostat == "langevin":
+        from ase.constraints import FixCom
         from ase.md.langevin import Langevin
+        if not any(isinstance(c, FixCom) for c in atoms.constraints):
+            atoms.set_constraint([*atoms.constraints, FixCom()])
         return Langevin(atoms, dt, temperature_K=temperature, friction=1.0 / (damping * units.fs),
-                        rng=np.random.default_rng(seed))
+                        fixcm=False, rng=np.random.default_rng(seed))
     if thermostat == "bussi":
         from ase.md.bussi import Bussi
         return Bussi(atoms, dt, temperature_K=temperature, taut=damping * units.fs,
@@ -40,6 +45,19 @@ def make_dynamics(atoms, thermostat: str, temperature: float, timestep: float,
         from ase.md.verlet import VelocityVerlet
         return VelocityVerlet(atoms, dt)
     raise ValueError(f"unknown thermostat {thermostat!r}; choose one of {', '.join(THERMOSTATS)}")
+
+
+def thermal_velocities(atoms, temperature: float, seed: int | None = None) -> None:
+    """Maxwell–Boltzmann momenta at `temperature` K with zero total momentum (in place; under
+    MPI, ASE broadcasts rank 0's draw)."""
+    from ase.md import velocitydistribution as vd
+
+    rng = np.random.default_rng(seed)
+    if hasattr(vd, "thermalize_momenta"):            # ASE >= 3.29
+        vd.thermalize_momenta(atoms, temperature, rng=rng)
+    else:
+        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    vd.Stationary(atoms)
 
 
 def element_temperatures(atoms) -> dict[str, float]:

@@ -4,13 +4,16 @@
 MPI launcher (``mpiexec -n K ...``), and a one-rank ``SerialComm`` otherwise - so mpi4py is
 neither needed nor even imported in a serial run. Set ``DCF_NO_MPI=1`` to force serial mode.
 
-Besides broadcast and barrier, the helpers carry small status messages to rank 0 (``report``
-from any rank, ``poll``/``receive`` on rank 0): used for a live progress bar and to learn about
-errors on other ranks without deadlocking.
+Besides broadcast, barrier and a sum over ranks (forces of MPI-parallel inference), the
+helpers carry small status messages to rank 0 (``report`` from any rank, ``poll``/``receive``
+on rank 0): used for a live progress bar and to learn about errors on other ranks without
+deadlocking.
 """
 from __future__ import annotations
 
 import os
+
+import numpy as np
 
 # Variables set by MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm's PMI) for each rank
 _LAUNCHER_VARS = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
@@ -47,6 +50,10 @@ class SerialComm:
         """One rank is always in step with itself: returns at once."""
         return None
 
+    def sum(self, array) -> np.ndarray:
+        """The sum over ranks of a float array: the array itself."""
+        return np.asarray(array, dtype=float)
+
     def report(self, message) -> None:
         raise RuntimeError("report() needs another rank to report to")
 
@@ -69,6 +76,18 @@ class Comm:
 
     def barrier(self) -> None:
         self._comm.Barrier()
+
+    def sum(self, array) -> np.ndarray:
+        """The element-wise sum over ranks of a float array, bit-identical on every rank
+        (reduced on rank 0, then broadcast: an allreduce may round differently per rank, and
+        ranks that run the same MD must not drift apart)."""
+        from mpi4py import MPI
+
+        a = np.ascontiguousarray(array, dtype=float)
+        out = np.empty_like(a)
+        self._comm.Reduce(a, out, op=MPI.SUM, root=0)
+        self._comm.Bcast(out, root=0)
+        return out
 
     def report(self, message) -> None:
         """Send a small picklable status message to rank 0."""

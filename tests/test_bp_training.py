@@ -9,6 +9,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from dcf.fingerprints import Featurizer
+from dcf.evaluation import evaluate_frames
 from dcf.spec import FingerprintSpec
 
 tf = pytest.importorskip("tensorflow")
@@ -76,7 +77,7 @@ def trained(train_set):
 
 def test_training_beats_constant_predictor(trained, train_set, test_set):
     model, history = trained
-    report = model.evaluate_frames(enumerate(test_set))
+    report = evaluate_frames(model, test_set)
     F_ref = np.concatenate([a.get_forces() for a in test_set])
     zero_force_mae = np.linalg.norm(F_ref, axis=1).mean()        # F = 0 predictor
     n = len(F_ref)
@@ -137,7 +138,7 @@ def test_energy_only_training(test_set):
     model, history = bpt.train_bp(train_set, SPEC, config(energy_only=True, hidden=(6,),
                                                           epochs=60, learning_rate=1e-2), quiet)
     assert history["best_score"]["force_rmse"] is None
-    report = model.evaluate_frames(enumerate(test_set))
+    report = evaluate_frames(model, test_set)
     assert report["energy"]["rmse_per_atom"] < 0.5 * constant_energy_rmse(train_set, test_set)
 
 

@@ -32,14 +32,12 @@ def run(args) -> int:
 
     comm = world()
     rank = comm.rank
-    comm = comm if comm.size > 1 else None
     try:
         model = load_model(args.model)
     except ModelFileError as err:
         raise SystemExit(f"dcf ipi: {err}") from None
-    if comm is not None and hasattr(model, "set_communicator"):
-        model.set_communicator(comm)
-    if args.threads is not None and hasattr(model, "set_threads"):
+    model.set_communicator(comm)
+    if args.threads is not None:
         model.set_threads(args.threads)
     try:
         atoms = read(args.structure, index=-1)
@@ -55,12 +53,21 @@ def run(args) -> int:
         print("note: a DCF model has no energy; i-PI receives 0 eV and a zero virial, so use "
               "it under a thermostat (NVT), not for NVE or NPT", file=sys.stderr)
 
+    sock, failure = None, None
+    if rank == 0:
+        try:
+            sock = connect(args.unix, args.host, args.port, args.wait)
+        except ServerError as err:
+            failure = err
+    if comm.bcast(failure is not None):
+        if rank == 0:
+            print(f"dcf ipi: {failure}", file=sys.stderr)
+        return 1
     try:
-        sock = connect(args.unix, args.host, args.port, args.wait) if rank == 0 else None
-        calls = serve(model, atoms, sock, comm)
+        calls = serve(model, atoms, sock, comm if comm.size > 1 else None)
     except ServerError as err:
         print(f"dcf ipi: {err}", file=sys.stderr)
-        return 1            # under mpiexec, the launcher then stops the other ranks
+        return 1
     if rank == 0:
         sock.close()
         print(f"i-PI sent EXIT after {calls} force evaluation(s)")

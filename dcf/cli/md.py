@@ -1,8 +1,12 @@
 """`dcf md`: thermostatted molecular dynamics with a DCF or B–P model through ASE.
 
 Writes an ASE trajectory (positions, momenta, forces) and a text log (step, time, T, per-element
-T, step time; energies for B–P). Ctrl-C stops after the current step with the trajectory intact;
-`--restart` continues from the trajectory's last frame, appending.
+T, step time; energies for B–P). Ctrl-C stops after the current interval with the trajectory
+intact; `--restart` continues from the trajectory's last frame, appending.
+
+Under `mpiexec -n K` every rank runs the same dynamics and shares each force call (a block of
+the central atoms per rank); ASE broadcasts the thermostat's random numbers from rank 0, and
+rank 0 alone writes the trajectory and the log.
 """
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ def add_arguments(p) -> None:
 def _start(args, traj: Path):
     """The starting atoms and step number: a fresh structure or the trajectory's last frame."""
     from ase.io import read
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+    from dcf.md import thermal_velocities
 
     if args.restart:
         if not traj.is_file():
@@ -56,10 +61,7 @@ def _start(args, traj: Path):
     except Exception as err:
         raise SystemExit(f"dcf md: cannot read {args.structure}: {err}") from None
     if args.temperature > 0:
-        import numpy as np
-        MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature,
-                                     rng=np.random.default_rng(args.seed))
-        Stationary(atoms)
+        thermal_velocities(atoms, args.temperature, args.seed)
     return atoms, 0
 
 
@@ -68,6 +70,10 @@ def run(args) -> int:
 
     from dcf.md import element_temperatures, energy_drift, make_dynamics
     from dcf.modelfile import ModelFileError, load_model
+    from dcf.parallel import world
+
+    comm = world()                  # before ASE picks its MPI world: mpi4py is then imported
+    root = comm.rank == 0
 
     if args.steps < 0 or args.interval < 1 or args.timestep <= 0:
         raise SystemExit("dcf md: need --steps >= 0, --interval >= 1 and --timestep > 0")
@@ -75,18 +81,20 @@ def run(args) -> int:
         model = load_model(args.model)
     except ModelFileError as err:
         raise SystemExit(f"dcf md: {err}") from None
-    if args.threads is not None and hasattr(model, "set_threads"):
+    if args.threads is not None:
         model.set_threads(args.threads)
+    model.set_communicator(comm)
     traj_path = Path(args.traj)
     log_path = Path(args.log) if args.log else traj_path.with_suffix(".log")
     atoms, step0 = _start(args, traj_path)
+    comm.barrier()                  # every rank has checked for --traj before rank 0 makes it
     try:
         model.spec.check_symbols(atoms.get_chemical_symbols(), args.structure)
     except ValueError as err:
         raise SystemExit(f"dcf md: {err}") from None
     atoms.calc = model.calculator()
     has_energy = "energy" in model.implemented_properties
-    if args.thermostat == "nve" and not has_energy:
+    if args.thermostat == "nve" and not has_energy and root:
         print("warning: NVE with a DCF model: its forces are not an energy gradient, so nothing "
               "is conserved and the temperature will drift; use a thermostat for production",
               file=sys.stderr)
@@ -94,10 +102,12 @@ def run(args) -> int:
                         args.seed)
 
     elements = list(dict.fromkeys(atoms.get_chemical_symbols()))
-    traj_path.parent.mkdir(parents=True, exist_ok=True)
-    traj = Trajectory(str(traj_path), "a" if args.restart else "w")
-    log = open(log_path, "a" if args.restart else "w")
-    if not args.restart:
+    traj = log = None
+    if root:
+        traj_path.parent.mkdir(parents=True, exist_ok=True)
+        traj = Trajectory(str(traj_path), "a" if args.restart else "w", master=True)
+        log = open(log_path, "a" if args.restart else "w")
+    if root and not args.restart:
         log.write("# step  time_fs  T_K  " + "  ".join(f"T_{el}_K" for el in elements)
                   + ("  E_pot_eV  E_tot_eV" if has_energy else "") + "  ms_per_step\n")
 
@@ -116,6 +126,7 @@ def run(args) -> int:
         ms = 1000.0 * (now - clock["t"]) / max(dyn.nsteps - clock["step"], 1)
         clock["t"], clock["step"] = now, dyn.nsteps
         atoms.info["step"] = step
+        atoms.get_forces()          # cached after a step; computed for the first frame
         temps = element_temperatures(atoms)
         T = atoms.get_temperature()
         row = f"{step:>7d} {step * args.timestep:>10.2f} {T:>8.1f} " + " ".join(
@@ -126,26 +137,36 @@ def run(args) -> int:
             times.append(step * args.timestep)
             totals.append(etot)
             row += f" {epot:>14.6f} {etot:>14.6f}"
-        log.write(row + f" {ms:>9.3f}\n")
-        log.flush()
-        traj.write(atoms)
-        print(f"\rstep {step:>7d}  T {T:7.1f} K  {ms:7.2f} ms/step", end="", flush=True)
+        if root:
+            log.write(row + f" {ms:>9.3f}\n")
+            log.flush()
+            traj.write(atoms)
+            print(f"\rstep {step:>7d}  T {T:7.1f} K  {ms:7.2f} ms/step", end="", flush=True)
+
+    def stop_asked() -> bool:
+        """Ctrl-C on any rank stops all of them after the same step."""
+        return bool(comm.sum([stop["asked"]])[0])
 
     try:
         if not args.restart:
             record()
         done = 0
-        while done < args.steps and not stop["asked"]:
+        interrupted = False
+        while done < args.steps and not interrupted:
             n = min(args.interval, args.steps - done)
             dyn.run(n)
             done += n
             record()
+            interrupted = stop_asked()
     finally:
         signal.signal(signal.SIGINT, previous)
-        traj.close()
-        log.close()
+        if root:
+            traj.close()
+            log.close()
+    if not root:
+        return 130 if interrupted else 0
     print()
-    if stop["asked"]:
+    if interrupted:
         print(f"interrupted after {done} step(s); continue with --restart. wrote {traj_path}")
         return 130
     if args.thermostat == "nve" and has_energy and len(times) > 2:
