@@ -1,17 +1,18 @@
 """Cost per frame of the Cython core on system B (Table S4 features, Rc 6.5, one thread).
 
-Run: .venv/bin/python -m pytest benchmarks --benchmark-only --benchmark-group-by=func \
-         --benchmark-columns=median,iqr,min,rounds --benchmark-json=out/bench-core.json
+Run: .venv/bin/python -m pytest benchmarks/test_bench_fingerprints.py --benchmark-only \
+         --benchmark-group-by=group --benchmark-columns=median,iqr,min,rounds
 """
 import numpy as np
 import pytest
 
-from dcf import FingerprintSpec, neighbor_list
+from conftest import tag
+from dcf import neighbor_list
+from dcf import cost_report as q
+from dcf.costs import S4, g_only_spec, mean_neighbors
 from dcf.fingerprints import Featurizer
 
-S4 = FingerprintSpec.preset("mailoa2019-S4")
-S4_G_ONLY = FingerprintSpec(S4.elements, [r for r in S4.rules if r["kind"] not in ("A1", "V1")],
-                            S4.cutoff, "S4-invariant-only")
+S4_G_ONLY = g_only_spec(S4)
 
 
 @pytest.fixture
@@ -20,27 +21,26 @@ def featurizer():
 
 
 def test_neighbor_list(benchmark, atoms):
-    benchmark.group = f"neighbor list ({len(atoms)} atoms)"
-    i, j, S = benchmark(neighbor_list, atoms, 6.5, "ijS", 1)
-    benchmark.extra_info["mean_neighbors"] = len(i) / len(atoms)
+    tag(benchmark, q.NEIGHBOR_LIST, len(atoms), mean_neighbors=mean_neighbors(atoms, S4.cutoff))
+    benchmark(neighbor_list, atoms, S4.cutoff, "ijS", 1)
 
 
 def test_G(benchmark, atoms):
     """Invariant fingerprints only, from the neighbor list up (as a B-P energy needs)."""
-    benchmark.group = f"G ({len(atoms)} atoms)"
+    tag(benchmark, q.G, len(atoms))
     fz = Featurizer(S4_G_ONLY, num_threads=1)
     benchmark(lambda: fz.features(fz.environment(atoms)))
 
 
 def test_G_and_A(benchmark, atoms, featurizer):
     """What DCF inference needs per MD step: neighbor list, G and A."""
-    benchmark.group = f"G+A ({len(atoms)} atoms)"
+    tag(benchmark, q.G_A, len(atoms))
     benchmark(lambda: featurizer.features(featurizer.environment(atoms)))
 
 
 def test_G_and_dG(benchmark, atoms):
     """G with the sparse dG/dr that B-P training contracts."""
-    benchmark.group = f"G+dG/dr ({len(atoms)} atoms)"
+    tag(benchmark, q.G_DG, len(atoms))
     fz = Featurizer(S4_G_ONLY, num_threads=1)
     benchmark(lambda: fz.features(fz.environment(atoms), derivatives=True))
 
@@ -48,7 +48,7 @@ def test_G_and_dG(benchmark, atoms):
 def test_fused_bp_forces(benchmark, atoms):
     """B-P forces and virial for a given dE/dG, without materializing dG/dr
     (neighbor list and G pass included: what one B-P force call costs before the network)."""
-    benchmark.group = f"B-P force kernel ({len(atoms)} atoms)"
+    tag(benchmark, q.BP_KERNEL, len(atoms))
     fz = Featurizer(S4_G_ONLY, num_threads=1)
     rng = np.random.default_rng(0)
     env = fz.environment(atoms)

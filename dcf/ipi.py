@@ -70,7 +70,7 @@ def serve(model, atoms, sock: socket.socket | None, comm=None, on_step=None) -> 
     """
     rank = comm.rank if comm is not None else 0
     props = [p for p in ("energy", "forces", "stress") if p in model.implemented_properties]
-    if not any(atoms.pbc):
+    if not all(atoms.pbc):          # a virial needs a cell periodic in all directions
         props = [p for p in props if p != "stress"]
     atoms = atoms.copy()
     calls = 0

@@ -12,6 +12,11 @@ Formulas (Angstrom; D = r_j - r_i, r = |D|; fc(r) = 0.5 (cos(pi r / Rc) + 1) for
   V1 = sum D_ij exp(-eta (r_ij - Rs)^2) fc(r_ij)        A1 = V1 / sqrt(|V1|^2 + delta^2)
 Derivatives are taken with respect to each neighbor vector D_n (the neighbor entry's
 atom moves by +dD, the central atom by -dD).
+
+In G4, exp(-eta r_ij^2) fc(r_ij) is a per-entry factor P_i, and Q(s) = exp(-eta s) fc(sqrt s)
+of s = r_jk^2 is a polynomial fitted once per (Rc, eta) to ~1e-15 (`pair_factor_poly`;
+exp() and a cutoff series where eta Rc^2 is too large for that). The triplet loops run
+over arrays of partners, so that gcc vectorizes them (SSE2, two terms as lanes).
 """
 import numpy as np
 cimport numpy as cnp
@@ -24,10 +29,86 @@ cnp.import_array()
 DEF MODE_VALUES = 0
 DEF MODE_DERIVATIVES = 1
 DEF MODE_FORCES = 2
+DEF NPOLY = 16
+
+
+def _estrin(c, x):
+    """`_poly11` (len(c) == 12) or `_poly15` (16) in numpy: the same operations in the
+    same order."""
+    x2 = x * x
+    x4 = x2 * x2
+    x8 = x4 * x4
+    lo = ((c[0] + c[1] * x) + x2 * (c[2] + c[3] * x)) + x4 * ((c[4] + c[5] * x)
+                                                               + x2 * (c[6] + c[7] * x))
+    if len(c) == 12:
+        return lo + x8 * ((c[8] + c[9] * x) + x2 * (c[10] + c[11] * x))
+    return lo + x8 * (((c[8] + c[9] * x) + x2 * (c[10] + c[11] * x))
+                      + x4 * ((c[12] + c[13] * x) + x2 * (c[14] + c[15] * x)))
+
+
+_pair_factor_fits = {}
+
+
+def pair_factor_poly(double rc, double eta, double tol=2e-15):
+    """Coefficients of Q(s) = exp(-eta s) fc(sqrt s) and of dQ/ds as polynomials in
+    t = s (2 / rc^2) - 1 on 0 <= s <= rc^2: two arrays of 12 (degree 11) or NPOLY = 16
+    (degree 15) coefficients, the shorter where it reaches `tol` times max |Q| (and
+    max |dQ/ds|) as `_poly11` / `_poly15` evaluate them; None where neither does.
+
+    Chebyshev interpolation in long double, checked on a fine grid against long double;
+    of each length, the number of nodes with the smallest error wins.
+    """
+    if (rc, eta, tol) in _pair_factor_fits:
+        return _pair_factor_fits[rc, eta, tol]
+    L = np.longdouble
+    pi = 4 * np.arctan(L(1))
+    rc2 = L(rc) * L(rc)
+
+    def funcs(s):
+        x = pi * np.sqrt(s) / L(rc)
+        ex = np.exp(-L(eta) * s)
+        fc = (np.cos(x) + 1) / 2
+        sinc = np.sin(x) / np.where(x > 0, x, 1)
+        sinc[x == 0] = 1
+        dfc = -pi * pi / (4 * rc2) * sinc
+        return ex * fc, ex * (dfc - L(eta) * fc)
+
+    s_check = np.concatenate([np.linspace(0.0, 1.0, 4097) ** 2, np.linspace(0.0, 1.0, 4097)])
+    s_check *= rc * rc
+    x_check = s_check * (2.0 / (rc * rc)) - 1.0
+    ref = funcs(s_check.astype(L))
+    result = None
+    for size in (12, NPOLY):
+        best, best_err = None, np.inf
+        for n in range(8, size + 1):
+            theta = pi * (np.arange(n, dtype=L) + L(0.5)) / n
+            # Chebyshev -> monomial coefficients: T_{j+1} = 2 t T_j - T_{j-1}
+            basis = np.zeros((n, size), dtype=L)
+            basis[0, 0] = 1
+            if n > 1:
+                basis[1, 1] = 1
+            for j in range(2, n):
+                basis[j, 1:] = 2 * basis[j - 1, :size - 1]
+                basis[j] -= basis[j - 2]
+            fit, err = [], 0.0
+            for vals, r in zip(funcs((np.cos(theta) + 1) * rc2 / 2), ref):
+                cheb = np.array([2 * np.sum(vals * np.cos(j * theta)) / n for j in range(n)])
+                cheb[0] /= 2
+                mono = (cheb @ basis).astype(np.float64)
+                fit.append(mono)
+                err = max(err, float(np.max(np.abs(_estrin(mono, x_check) - r))
+                                     / np.max(np.abs(r))))
+            if err < best_err:
+                best, best_err = (fit[0], fit[1]), err
+        if best_err <= tol:
+            result = best
+            break
+    _pair_factor_fits[rc, eta, tol] = result
+    return result
 
 
 cdef struct Terms:
-    int n_species, n_rc, n_fac, nG, nA
+    int n_species, n_rc, n_fac, n_ang, nG, nA
     const double* rc            # (n_rc,) distinct cutoffs
     # radial terms, sorted by neighbor species: rad_start (n_species + 1)
     const int* rad_start
@@ -48,10 +129,17 @@ cdef struct Terms:
     const int* grp_fac
     const double* grp_eta
     const int* grp_start        # terms of group g: grp_start[g]:grp_start[g+1]
+    const int* grp_poly         # 11 or 15 where grp_pc, grp_pd replace exp() and fc(), else 0
+    const double* grp_pc        # (n_grp, NPOLY) exp(-eta s) fc(sqrt s) as a polynomial in
+    const double* grp_pd        # t = 2 s / Rc^2 - 1, and its derivative d/ds
     const double* ang_zeta
     const double* ang_lambda
     const double* ang_coef      # 2^(1 - zeta)
+    const double* ang_kzl       # coef zeta lambda
     const int* ang_izeta        # zeta as an integer, or -1
+    const int* ang_mate         # a later term of the group with the same integer zeta
+                                # (both |lambda| <= 1) that runs with this one; -2 for
+                                # that later term, -1 if none
     const int* ang_col
     # vector terms, sorted by neighbor species: vec_start (n_species + 1)
     const int* vec_start
@@ -79,6 +167,11 @@ cdef class CompiledTerms:
         self.t.n_species = n_species
         self.t.n_rc = len(a["rc"])
         self.t.n_fac = len(a["fac_rc"])
+        self.t.n_ang = len(a["ang_col"])
+        self._add_pair_polynomials()
+        k = self.keep
+        k["ang_kzl"] = np.ascontiguousarray(k["ang_coef"] * k["ang_zeta"] * k["ang_lambda"])
+        k["ang_mate"] = self._mates()
         self.t.nG = nG
         self.t.nA = nA
         self.t.rc = self._d("rc")
@@ -98,10 +191,15 @@ cdef class CompiledTerms:
         self.t.grp_fac = self._i("grp_fac")
         self.t.grp_eta = self._d("grp_eta")
         self.t.grp_start = self._i("grp_start")
+        self.t.grp_poly = self._i("grp_poly")
+        self.t.grp_pc = self._d("grp_pc")
+        self.t.grp_pd = self._d("grp_pd")
         self.t.ang_zeta = self._d("ang_zeta")
         self.t.ang_lambda = self._d("ang_lambda")
         self.t.ang_coef = self._d("ang_coef")
+        self.t.ang_kzl = self._d("ang_kzl")
         self.t.ang_izeta = self._i("ang_izeta")
+        self.t.ang_mate = self._i("ang_mate")
         self.t.ang_col = self._i("ang_col")
         self.t.vec_start = self._i("vec_start")
         self.t.vec_rc = self._i("vec_rc")
@@ -110,6 +208,35 @@ cdef class CompiledTerms:
         self.t.vec_delta = self._d("vec_delta")
         self.t.vec_norm = self._i("vec_norm")
         self.t.vec_col = self._i("vec_col")
+
+    def _mates(self):
+        k = self.keep
+        izeta, lam, start = k["ang_izeta"], k["ang_lambda"], k["grp_start"]
+        mate = np.full(len(izeta), -1, dtype=np.intc)
+        for g in range(len(start) - 1):
+            for a in range(start[g], start[g + 1]):
+                if mate[a] != -1 or izeta[a] < 1 or abs(lam[a]) > 1:
+                    continue
+                for b in range(a + 1, start[g + 1]):
+                    if mate[b] == -1 and izeta[b] == izeta[a] and abs(lam[b]) <= 1:
+                        mate[a], mate[b] = b, -2
+                        break
+        return mate
+
+    def _add_pair_polynomials(self):
+        k = self.keep
+        n_grp = len(k["grp_kind"])
+        degree = np.zeros(n_grp, dtype=np.intc)
+        pc = np.zeros((n_grp, NPOLY))
+        pd = np.zeros((n_grp, NPOLY))
+        for g in range(n_grp):
+            if k["grp_kind"][g] != 4:
+                continue
+            fit = pair_factor_poly(float(k["rc"][k["grp_rc"][g]]), float(k["grp_eta"][g]))
+            if fit is not None:
+                degree[g] = len(fit[0]) - 1
+                pc[g, :len(fit[0])], pd[g, :len(fit[1])] = fit
+        k["grp_poly"], k["grp_pc"], k["grp_pd"] = degree, pc, pd
 
     cdef const double* _d(self, str key):
         cdef cnp.ndarray arr = self.keep[key]
@@ -128,6 +255,11 @@ cdef inline double _ipow(double x, int n) noexcept nogil:
         x *= x
         n >>= 1
     return r
+
+
+cdef inline double _expneg(double a) noexcept nogil:
+    """exp(-a), flushed to 0 below the normal range (libm's underflow path is slow)."""
+    return exp(-a) if a < 708.0 else 0.0
 
 
 cdef inline void _cutoff(double r, double rc, double* fc, double* dfc) noexcept nogil:
@@ -157,191 +289,416 @@ cdef inline void _cutoff_sq(double s, double rc, double* fc, double* dfc_ds) noe
         dfc_ds[0] = -c * k * ((((1.0 + -0.16666666666666666 * y) + y2 * (0.008333333333333333 + -0.0001984126984126984 * y)) + y4 * ((2.7557319223985893e-06 + -2.505210838544172e-08 * y) + y2 * (1.6059043836821613e-10 + -7.647163731819816e-13 * y))) + y8 * ((2.8114572543455206e-15 + -8.22063524662433e-18 * y) + y2 * 1.9572941063391263e-20))
 
 
-cdef inline int _partners(int n1, int lo, int hi, const double* r, const double* D,
-                          double rc2, int* partner, double* pdot, double* prjk2) noexcept nogil:
-    """Entries n2 in [lo, hi) with r_jk^2 < rc2 (branch-free), with D1.D2 and r_jk^2."""
+cdef inline double _poly11(const double* c, double x) noexcept nogil:
+    """c[0] + c[1] x + ... + c[11] x^11 by Estrin's scheme."""
+    cdef double x2 = x * x
+    cdef double x4 = x2 * x2
+    cdef double x8 = x4 * x4
+    return ((((c[0] + c[1] * x) + x2 * (c[2] + c[3] * x))
+             + x4 * ((c[4] + c[5] * x) + x2 * (c[6] + c[7] * x)))
+            + x8 * ((c[8] + c[9] * x) + x2 * (c[10] + c[11] * x)))
+
+
+cdef inline double _poly15(const double* c, double x) noexcept nogil:
+    """c[0] + c[1] x + ... + c[15] x^15 by Estrin's scheme."""
+    cdef double x2 = x * x
+    cdef double x4 = x2 * x2
+    cdef double x8 = x4 * x4
+    return ((((c[0] + c[1] * x) + x2 * (c[2] + c[3] * x))
+             + x4 * ((c[4] + c[5] * x) + x2 * (c[6] + c[7] * x)))
+            + x8 * (((c[8] + c[9] * x) + x2 * (c[10] + c[11] * x))
+                    + x4 * ((c[12] + c[13] * x) + x2 * (c[14] + c[15] * x))))
+
+
+cdef inline double _pos(double x) noexcept nogil:
+    return x if x > 0.0 else 0.0
+
+
+cdef inline double _zpow(double x, int iz, double zeta) noexcept nogil:
+    """x^zeta for x >= 0; iz is zeta as an integer, or -1."""
+    if iz > 0:
+        return _ipow(x, iz)
+    return pow(x, zeta) if x > 0.0 else 0.0
+
+
+cdef inline double _zpow1(double x, int iz, double zeta) noexcept nogil:
+    """x^(zeta - 1) for x >= 0."""
+    if iz > 0:
+        return _ipow(x, iz - 1)
+    return pow(x, zeta - 1.0) if x > 0.0 else 0.0
+
+
+cdef inline int _partners(int n1, int lo, int hi, const double* r, const double* ir,
+                          const double* D, double rc2, int* partner, double* pcs,
+                          double* prjk2) noexcept nogil:
+    """Entries n2 in [lo, hi) with r_jk^2 < rc2 (branch-free), with cos theta (within
+    [-1, 1], so that 1 + lambda cos >= 0 for |lambda| <= 1) and r_jk^2."""
     cdef int n2, cnt = 0
     cdef double x1 = D[3 * n1], y1 = D[3 * n1 + 1], z1 = D[3 * n1 + 2]
-    cdef double r1s = r[n1] * r[n1], dot, sjk
+    cdef double r1s = r[n1] * r[n1], ir1 = ir[n1], dot, sjk, cs
     for n2 in range(lo, hi):
         dot = x1 * D[3 * n2] + y1 * D[3 * n2 + 1] + z1 * D[3 * n2 + 2]
         sjk = r1s + r[n2] * r[n2] - 2.0 * dot
+        cs = dot * ir1 * ir[n2]
         partner[cnt] = n2
-        pdot[cnt] = dot
+        pcs[cnt] = -1.0 if cs < -1.0 else (1.0 if cs > 1.0 else cs)
         prjk2[cnt] = sjk
         cnt = cnt + (sjk < rc2)
     return cnt
 
 
+cdef void _pair_factors(const Terms* t, int g, double rc2, int cnt, const double* prjk2,
+                        double* Q, double* dQ) noexcept nogil:
+    """Q = exp(-eta r_jk^2) fc(r_jk) of group g (1 for G5) per partner and, unless dQ is
+    NULL, dQ/d(r_jk^2). The partners have r_jk^2 < rc2."""
+    cdef int c, deg = t.grp_poly[g]
+    cdef double rcg = t.rc[t.grp_rc[g]]
+    cdef double rcg2 = rcg * rcg, sc = 2.0 / (rcg * rcg), eta = t.grp_eta[g]
+    cdef const double* pc = t.grp_pc + NPOLY * g
+    cdef const double* pd = t.grp_pd + NPOLY * g
+    cdef double s, f, df, ex
+    if t.grp_kind[g] == 5:
+        for c in range(cnt):
+            Q[c] = 1.0
+        if dQ != NULL:
+            for c in range(cnt):
+                dQ[c] = 0.0
+        return
+    # the polynomials on [0, rc^2], as straight loops that gcc vectorizes
+    if deg == 11:
+        for c in range(cnt):
+            Q[c] = _poly11(pc, prjk2[c] * sc - 1.0)
+        if dQ != NULL:
+            for c in range(cnt):
+                dQ[c] = _poly11(pd, prjk2[c] * sc - 1.0)
+    elif deg == 15:
+        for c in range(cnt):
+            Q[c] = _poly15(pc, prjk2[c] * sc - 1.0)
+        if dQ != NULL:
+            for c in range(cnt):
+                dQ[c] = _poly15(pd, prjk2[c] * sc - 1.0)
+    if deg == 0 or rcg2 < rc2:
+        for c in range(cnt):
+            s = prjk2[c]
+            if s >= rcg2:
+                Q[c] = 0.0
+                if dQ != NULL:
+                    dQ[c] = 0.0
+            elif deg == 0:
+                _cutoff_sq(s, rcg, &f, &df)
+                ex = exp(-eta * s)
+                Q[c] = ex * f
+                if dQ != NULL:
+                    dQ[c] = ex * (df - eta * f)
+
+
+cdef double _angsum(int cnt, const double* B, const double* cs, double lam, int iz,
+                    double zeta) noexcept nogil:
+    """sum_c B_c max(1 + lam cs_c, 0)^zeta, in two partial sums."""
+    cdef double s0 = 0.0, s1 = 0.0
+    cdef int c
+    for c in range(0, cnt - 1, 2):
+        s0 += B[c] * _zpow(_pos(1.0 + lam * cs[c]), iz, zeta)
+        s1 += B[c + 1] * _zpow(_pos(1.0 + lam * cs[c + 1]), iz, zeta)
+    if cnt & 1:
+        s0 += B[cnt - 1] * _zpow(_pos(1.0 + lam * cs[cnt - 1]), iz, zeta)
+    return s0 + s1
+
+
+cdef void _angsum2(int cnt, const double* B, const double* cs, double la, double lb, int iz,
+                   double* sa, double* sb) noexcept nogil:
+    """sum_c B_c (1 + la cs_c)^iz and sum_c B_c (1 + lb cs_c)^iz for |la|, |lb| <= 1 and
+    |cs| <= 1, iz >= 1: one loop that gcc vectorizes with the two sums as lanes."""
+    cdef double xa, xb, a = 0.0, b = 0.0
+    cdef int c
+    if iz == 1:
+        for c in range(cnt):
+            a = a + B[c] * (1.0 + la * cs[c])
+            b = b + B[c] * (1.0 + lb * cs[c])
+    elif iz == 2:
+        for c in range(cnt):
+            xa = 1.0 + la * cs[c]
+            xb = 1.0 + lb * cs[c]
+            a = a + B[c] * (xa * xa)
+            b = b + B[c] * (xb * xb)
+    elif iz == 4:
+        for c in range(cnt):
+            xa = 1.0 + la * cs[c]
+            xb = 1.0 + lb * cs[c]
+            xa = xa * xa
+            xb = xb * xb
+            a = a + B[c] * (xa * xa)
+            b = b + B[c] * (xb * xb)
+    else:
+        for c in range(cnt):
+            a = a + B[c] * _ipow(1.0 + la * cs[c], iz)
+            b = b + B[c] * _ipow(1.0 + lb * cs[c], iz)
+    sa[0] = a
+    sb[0] = b
+
+
 cdef void _angular_values(const Terms* t, int nblock, const int* bstart, const int* sp,
                           const double* r, const double* ir, const double* D, const double* P,
-                          int* partner, double* pdot, double* prjk2, double* G) noexcept nogil:
+                          int* partner, double* pcs, double* prjk2, double* B,
+                          double* G) noexcept nogil:
     """G4/G5 values only (no derivatives): the hot loop of DCF inference."""
     cdef const int* pair_start = t.pair_start
-    cdef const double* pair_rc2 = t.pair_rc2
-    cdef const int* grp_kind = t.grp_kind
     cdef const int* grp_fac = t.grp_fac
-    cdef const int* grp_rc = t.grp_rc
-    cdef const double* grp_eta = t.grp_eta
     cdef const int* grp_start = t.grp_start
-    cdef const double* lam = t.ang_lambda
-    cdef const double* zeta = t.ang_zeta
-    cdef const double* coef = t.ang_coef
-    cdef const int* izeta = t.ang_izeta
-    cdef const int* col = t.ang_col
-    cdef const double* rc = t.rc
     cdef int n_fac = t.n_fac, ns = t.n_species
-    cdef int b1, b2, key, g, q, cnt, c, tt, t0, t1, kind, n1, n2
-    cdef double ir1, rc2, rcg, rcg2, eta, P1, P2, sjk, fjk, base, cs, xa, pz
+    cdef int b1, b2, key, g, q, cnt, c, tt, n1, mt
+    cdef double P1, sa, sb
     for b1 in range(nblock):
         for b2 in range(b1, nblock):
             key = sp[bstart[b1]] * ns + sp[bstart[b2]]
             if pair_start[key] == pair_start[key + 1]:
                 continue
-            rc2 = pair_rc2[key]
             for n1 in range(bstart[b1], bstart[b1 + 1]):
-                ir1 = ir[n1]
-                cnt = _partners(n1, n1 + 1 if b1 == b2 else bstart[b2], bstart[b2 + 1], r, D,
-                                rc2, partner, pdot, prjk2)
+                cnt = _partners(n1, n1 + 1 if b1 == b2 else bstart[b2], bstart[b2 + 1], r, ir,
+                                D, t.pair_rc2[key], partner, pcs, prjk2)
                 for g in range(pair_start[key], pair_start[key + 1]):
                     q = grp_fac[g]
                     P1 = P[n1 * n_fac + q]
                     if P1 == 0.0:
                         continue
-                    kind = grp_kind[g]
-                    rcg = rc[grp_rc[g]]
-                    rcg2 = rcg * rcg
-                    eta = grp_eta[g]
-                    t0 = grp_start[g]
-                    t1 = grp_start[g + 1]
+                    _pair_factors(t, g, t.pair_rc2[key], cnt, prjk2, B, NULL)
                     for c in range(cnt):
-                        n2 = partner[c]
-                        P2 = P[n2 * n_fac + q]
-                        if P2 == 0.0:
-                            continue
-                        base = P1 * P2
-                        if kind == 4:
-                            sjk = prjk2[c]
-                            if sjk >= rcg2:
-                                continue
-                            _cutoff_sq(sjk, rcg, &fjk, NULL)
-                            base = base * exp(-eta * sjk) * fjk
-                        cs = pdot[c] * ir1 * ir[n2]
-                        for tt in range(t0, t1):
-                            xa = 1.0 + lam[tt] * cs
-                            if xa <= 0.0:
-                                continue
-                            if izeta[tt] >= 0:
-                                pz = _ipow(xa, izeta[tt])
-                            else:
-                                pz = pow(xa, zeta[tt])
-                            G[col[tt]] += coef[tt] * pz * base
+                        B[c] = B[c] * P[partner[c] * n_fac + q]
+                    for tt in range(grp_start[g], grp_start[g + 1]):
+                        mt = t.ang_mate[tt]
+                        if mt >= 0:
+                            _angsum2(cnt, B, pcs, t.ang_lambda[tt], t.ang_lambda[mt],
+                                     t.ang_izeta[tt], &sa, &sb)
+                            G[t.ang_col[tt]] += t.ang_coef[tt] * P1 * sa
+                            G[t.ang_col[mt]] += t.ang_coef[mt] * P1 * sb
+                        elif mt == -1:
+                            G[t.ang_col[tt]] += t.ang_coef[tt] * P1 * _angsum(
+                                cnt, B, pcs, t.ang_lambda[tt], t.ang_izeta[tt], t.ang_zeta[tt])
+
+
+cdef void _powers2(int cnt, const double* cs, double la, double lb, int iz, double zeta,
+                   double* p1, double* p) noexcept nogil:
+    """p1[2c + i] = x^(zeta - 1) and p[2c + i] = x^zeta for x = max(1 + lambda_i cs_c, 0),
+    lambda_0 = la, lambda_1 = lb (|cs| <= 1): two terms as the lanes of one loop."""
+    cdef double xa, xb, qa, qb
+    cdef Py_ssize_t c
+    cdef int j, k = 0
+    cdef bint unit = -1.0 <= la <= 1.0 and -1.0 <= lb <= 1.0     # then x >= 0 unclamped
+    if unit and iz == 1:
+        for c in range(cnt):
+            p1[2 * c] = 1.0
+            p1[2 * c + 1] = 1.0
+            p[2 * c] = 1.0 + la * cs[c]
+            p[2 * c + 1] = 1.0 + lb * cs[c]
+    elif unit and iz == 4:
+        for c in range(cnt):
+            xa = 1.0 + la * cs[c]
+            xb = 1.0 + lb * cs[c]
+            p1[2 * c] = xa * xa * xa
+            p1[2 * c + 1] = xb * xb * xb
+            p[2 * c] = (xa * xa) * (xa * xa)
+            p[2 * c + 1] = (xb * xb) * (xb * xb)
+    elif unit and iz > 1 and (iz & (iz - 1)) == 0:
+        while (1 << k) < iz:
+            k += 1
+        for c in range(cnt):
+            xa = 1.0 + la * cs[c]
+            xb = 1.0 + lb * cs[c]
+            qa = 1.0
+            qb = 1.0
+            for j in range(k):
+                qa = qa * xa
+                qb = qb * xb
+                xa = xa * xa
+                xb = xb * xb
+            p1[2 * c] = qa
+            p1[2 * c + 1] = qb
+            p[2 * c] = xa
+            p[2 * c + 1] = xb
+    else:
+        for c in range(cnt):
+            xa = _pos(1.0 + la * cs[c])
+            xb = _pos(1.0 + lb * cs[c])
+            p1[2 * c] = _zpow1(xa, iz, zeta)
+            p1[2 * c + 1] = _zpow1(xb, iz, zeta)
+            p[2 * c] = p1[2 * c] * xa
+            p[2 * c + 1] = p1[2 * c + 1] * xb
 
 
 cdef void _angular_gradients(const Terms* t, bint forces, int nblock, const int* bstart,
                              const int* sp, const double* r, const double* ir, const double* D,
-                             const double* P, const double* dP, int* partner, double* pdot,
-                             double* prjk2, double* G, double* dG, const double* w,
-                             double* gp) noexcept nogil:
+                             const double* P, const double* dP, int* partner, double* pcs,
+                             double* prjk2, double* Q, double* dQ, double* tw, double* G,
+                             double* dG, const double* w, double* gp) noexcept nogil:
     """G4/G5 values with derivatives: dG (m, nG, 3) blocks, or, with `forces`, the
-    contraction gp (m, 3) += sum_a w_a dG_a/dD_n."""
+    contraction gp (m, 3) += sum_a w_a dG_a/dD_n.
+
+    Per (n1, group) and partner n2, with base = P1 P2 Q, x = 1 + lambda cos:
+      dG_a/dD1 = coef (zeta lambda x^(zeta-1) u1 + x^zeta w1), u1 = base d cos/dD1,
+      w1 = d(P1 P2 Q)/dD1 (and 1 <-> 2). The terms run two at a time where they share an
+    integer zeta (`ang_mate`), as the lanes of vectorizable loops over the partners, from
+    tables of their powers of x. With `forces` the terms first sum into
+    asum = sum_a w_a coef zeta lambda x^(zeta-1), bsum = sum_a w_a coef x^zeta;
+    otherwise u and w of both ends are stored once per group, for all its terms.
+    """
     cdef const int* pair_start = t.pair_start
-    cdef const double* pair_rc2 = t.pair_rc2
-    cdef const int* grp_kind = t.grp_kind
     cdef const int* grp_fac = t.grp_fac
-    cdef const int* grp_rc = t.grp_rc
-    cdef const double* grp_eta = t.grp_eta
     cdef const int* grp_start = t.grp_start
-    cdef const double* lam = t.ang_lambda
-    cdef const double* zeta = t.ang_zeta
     cdef const double* coef = t.ang_coef
-    cdef const int* izeta = t.ang_izeta
+    cdef const double* kzl = t.ang_kzl
     cdef const int* col = t.ang_col
-    cdef const double* rc = t.rc
     cdef int n_fac = t.n_fac, ns = t.n_species, nG = t.nG
-    cdef int b1, b2, key, g, q, cnt, c, tt, t0, t1, kind, n1, n2, k
-    cdef double ir1, rc2, rcg, rcg2, eta, P1, dP1, P2, dP2, sjk
-    cdef double fjk, dfjk, ex, Q, dQ, base, cs, xa, pz, pzm1, alpha, beta, asum, bsum, ir2, a
-    cdef double u1[3]
-    cdef double u2[3]
-    cdef double w1[3]
-    cdef double w2[3]
+    cdef int b1, b2, key, g, q, cnt, tt, mt, n1, n2, k, ca, cb
+    cdef Py_ssize_t c, m = bstart[nblock]      # wide: no wrapping (-fwrapv) for the vectorizer
+    cdef double ir1, ir2, P1, dP1, P2, Qc, cs, h, h1, h2, a, f1, f2
+    cdef double kza, kzb, cfa, cfb, aa, ab, ba, bb, ga, gb, x1, x2, c11, c12, c22
+    cdef double s0a, s1a, s2a, s0b, s1b, s2b
+    cdef double* base = tw
+    cdef double* u1 = tw + m            # u1[k * m + c]
+    cdef double* u2 = u1 + 3 * m
+    cdef double* w1 = u2 + 3 * m
+    cdef double* w2 = w1 + 3 * m
+    cdef double* asum = w2 + 3 * m
+    cdef double* bsum = asum + m
+    cdef double* p1 = bsum + m          # p1[2c + i] = x_i^(zeta-1), p[2c + i] = x_i^zeta
+    cdef double* p = p1 + 2 * m
+    cdef double* d1
+    cdef double* d2
     for b1 in range(nblock):
         for b2 in range(b1, nblock):
             key = sp[bstart[b1]] * ns + sp[bstart[b2]]
             if pair_start[key] == pair_start[key + 1]:
                 continue
-            rc2 = pair_rc2[key]
             for n1 in range(bstart[b1], bstart[b1 + 1]):
                 ir1 = ir[n1]
-                cnt = _partners(n1, n1 + 1 if b1 == b2 else bstart[b2], bstart[b2 + 1], r, D,
-                                rc2, partner, pdot, prjk2)
+                cnt = _partners(n1, n1 + 1 if b1 == b2 else bstart[b2], bstart[b2 + 1], r, ir,
+                                D, t.pair_rc2[key], partner, pcs, prjk2)
                 for g in range(pair_start[key], pair_start[key + 1]):
                     q = grp_fac[g]
                     P1 = P[n1 * n_fac + q]
                     dP1 = dP[n1 * n_fac + q]
                     if P1 == 0.0 and dP1 == 0.0:
                         continue
-                    kind = grp_kind[g]
-                    rcg = rc[grp_rc[g]]
-                    rcg2 = rcg * rcg
-                    eta = grp_eta[g]
-                    t0 = grp_start[g]
-                    t1 = grp_start[g + 1]
-                    for c in range(cnt):
-                        n2 = partner[c]
-                        P2 = P[n2 * n_fac + q]
-                        dP2 = dP[n2 * n_fac + q]
-                        if P2 == 0.0 and dP2 == 0.0:
-                            continue
-                        Q = 1.0
-                        dQ = 0.0
-                        if kind == 4:
-                            sjk = prjk2[c]
-                            if sjk >= rcg2:
-                                continue
-                            _cutoff_sq(sjk, rcg, &fjk, &dfjk)
-                            ex = exp(-eta * sjk)
-                            Q = ex * fjk
-                            dQ = ex * (dfjk - eta * fjk)     # dQ / d(r_jk^2)
-                        ir2 = ir[n2]
-                        cs = pdot[c] * ir1 * ir2
-                        base = P1 * P2 * Q
+                    _pair_factors(t, g, t.pair_rc2[key], cnt, prjk2, Q, dQ)
+                    if forces:
+                        for c in range(cnt):
+                            base[c] = P1 * P[partner[c] * n_fac + q] * Q[c]
+                            asum[c] = 0.0
+                            bsum[c] = 0.0
+                    else:
                         # d cos / dD1 = D2/(r1 r2) - cos D1/r1^2 (and 1 <-> 2);
                         # d r_jk^2 / dD2 = -d r_jk^2 / dD1 = 2 (D2 - D1)
-                        for k in range(3):
-                            u1[k] = base * (D[3 * n2 + k] * ir1 * ir2 - cs * D[3 * n1 + k] * ir1 * ir1)
-                            u2[k] = base * (D[3 * n1 + k] * ir1 * ir2 - cs * D[3 * n2 + k] * ir2 * ir2)
-                            a = 2.0 * P1 * P2 * dQ * (D[3 * n2 + k] - D[3 * n1 + k])
-                            w1[k] = dP1 * P2 * Q * D[3 * n1 + k] * ir1 - a
-                            w2[k] = P1 * dP2 * Q * D[3 * n2 + k] * ir2 + a
-                        asum = 0.0
-                        bsum = 0.0
-                        for tt in range(t0, t1):
-                            xa = 1.0 + lam[tt] * cs
-                            if xa < 0.0:
-                                xa = 0.0
-                            if izeta[tt] >= 0:
-                                pzm1 = _ipow(xa, izeta[tt] - 1)
-                            elif xa > 0.0:
-                                pzm1 = pow(xa, zeta[tt] - 1.0)
-                            else:
-                                pzm1 = 0.0
-                            pz = pzm1 * xa
-                            G[col[tt]] += coef[tt] * pz * base
-                            alpha = coef[tt] * zeta[tt] * lam[tt] * pzm1
-                            beta = coef[tt] * pz
-                            if forces:
-                                asum += w[col[tt]] * alpha
-                                bsum += w[col[tt]] * beta
-                            else:
-                                for k in range(3):
-                                    dG[(n1 * nG + col[tt]) * 3 + k] += alpha * u1[k] + beta * w1[k]
-                                    dG[(n2 * nG + col[tt]) * 3 + k] += alpha * u2[k] + beta * w2[k]
-                        if forces:
+                        for c in range(cnt):
+                            n2 = partner[c]
+                            ir2 = ir[n2]
+                            P2 = P[n2 * n_fac + q]
+                            Qc = Q[c]
+                            cs = pcs[c]
+                            base[c] = P1 * P2 * Qc
+                            h = base[c] * ir1 * ir2
+                            h1 = base[c] * cs * ir1 * ir1
+                            h2 = base[c] * cs * ir2 * ir2
+                            a = 2.0 * P1 * P2 * dQ[c]
+                            f1 = dP1 * P2 * Qc * ir1
+                            f2 = P1 * dP[n2 * n_fac + q] * Qc * ir2
                             for k in range(3):
-                                gp[3 * n1 + k] += asum * u1[k] + bsum * w1[k]
-                                gp[3 * n2 + k] += asum * u2[k] + bsum * w2[k]
+                                x1 = D[3 * n1 + k]
+                                x2 = D[3 * n2 + k]
+                                u1[k * m + c] = h * x2 - h1 * x1
+                                u2[k * m + c] = h * x1 - h2 * x2
+                                w1[k * m + c] = f1 * x1 - a * (x2 - x1)
+                                w2[k * m + c] = f2 * x2 + a * (x2 - x1)
+                    for tt in range(grp_start[g], grp_start[g + 1]):
+                        mt = t.ang_mate[tt]
+                        if mt == -2:
+                            continue
+                        kza = kzl[tt]
+                        cfa = coef[tt]
+                        if mt >= 0:
+                            kzb = kzl[mt]
+                            cfb = coef[mt]
+                            _powers2(cnt, pcs, t.ang_lambda[tt], t.ang_lambda[mt],
+                                     t.ang_izeta[tt], t.ang_zeta[tt], p1, p)
+                        else:       # a term alone: lane 1 repeats it with weight 0
+                            mt = tt
+                            kzb = 0.0
+                            cfb = 0.0
+                            _powers2(cnt, pcs, t.ang_lambda[tt], t.ang_lambda[tt],
+                                     t.ang_izeta[tt], t.ang_zeta[tt], p1, p)
+                        ga = 0.0
+                        gb = 0.0
+                        if forces:
+                            aa = w[col[tt]] * kza
+                            ab = w[col[mt]] * kzb
+                            ba = w[col[tt]] * cfa
+                            bb = w[col[mt]] * cfb
+                            for c in range(cnt):
+                                ga = ga + p[2 * c] * base[c]
+                                gb = gb + p[2 * c + 1] * base[c]
+                                asum[c] += aa * p1[2 * c] + ab * p1[2 * c + 1]
+                                bsum[c] += ba * p[2 * c] + bb * p[2 * c + 1]
+                        else:
+                            s0a = s1a = s2a = s0b = s1b = s2b = 0.0
+                            ca = 3 * col[tt]
+                            cb = 3 * col[mt]
+                            for c in range(cnt):
+                                aa = kza * p1[2 * c]
+                                ab = kzb * p1[2 * c + 1]
+                                ba = cfa * p[2 * c]
+                                bb = cfb * p[2 * c + 1]
+                                ga = ga + p[2 * c] * base[c]
+                                gb = gb + p[2 * c + 1] * base[c]
+                                s0a = s0a + (aa * u1[c] + ba * w1[c])
+                                s0b = s0b + (ab * u1[c] + bb * w1[c])
+                                s1a = s1a + (aa * u1[m + c] + ba * w1[m + c])
+                                s1b = s1b + (ab * u1[m + c] + bb * w1[m + c])
+                                s2a = s2a + (aa * u1[2 * m + c] + ba * w1[2 * m + c])
+                                s2b = s2b + (ab * u1[2 * m + c] + bb * w1[2 * m + c])
+                                d2 = dG + partner[c] * nG * 3
+                                d2[ca] += aa * u2[c] + ba * w2[c]
+                                d2[ca + 1] += aa * u2[m + c] + ba * w2[m + c]
+                                d2[ca + 2] += aa * u2[2 * m + c] + ba * w2[2 * m + c]
+                                d2[cb] += ab * u2[c] + bb * w2[c]
+                                d2[cb + 1] += ab * u2[m + c] + bb * w2[m + c]
+                                d2[cb + 2] += ab * u2[2 * m + c] + bb * w2[2 * m + c]
+                            d1 = dG + n1 * nG * 3
+                            d1[ca] += s0a
+                            d1[ca + 1] += s1a
+                            d1[ca + 2] += s2a
+                            d1[cb] += s0b
+                            d1[cb + 1] += s1b
+                            d1[cb + 2] += s2b
+                        G[col[tt]] += cfa * ga
+                        G[col[mt]] += cfb * gb
+                    if forces:
+                        # gp1 += asum u1 + bsum w1 = c12 D2 + c11 D1,
+                        # gp2 += asum u2 + bsum w2 = c12 D1 + c22 D2
+                        s0a = s1a = s2a = s0b = 0.0
+                        for c in range(cnt):
+                            n2 = partner[c]
+                            ir2 = ir[n2]
+                            P2 = P[n2 * n_fac + q]
+                            Qc = Q[c]
+                            aa = asum[c]
+                            ba = bsum[c]
+                            h = aa * base[c] * pcs[c]
+                            a = ba * 2.0 * P1 * P2 * dQ[c]
+                            c12 = aa * base[c] * ir1 * ir2 - a
+                            c11 = ba * dP1 * P2 * Qc * ir1 + a - h * ir1 * ir1
+                            c22 = ba * P1 * dP[n2 * n_fac + q] * Qc * ir2 + a - h * ir2 * ir2
+                            s0b += c11
+                            s0a += c12 * D[3 * n2]
+                            s1a += c12 * D[3 * n2 + 1]
+                            s2a += c12 * D[3 * n2 + 2]
+                            gp[3 * n2] += c12 * D[3 * n1] + c22 * D[3 * n2]
+                            gp[3 * n2 + 1] += c12 * D[3 * n1 + 1] + c22 * D[3 * n2 + 1]
+                            gp[3 * n2 + 2] += c12 * D[3 * n1 + 2] + c22 * D[3 * n2 + 2]
+                        s0a += s0b * D[3 * n1]
+                        s1a += s0b * D[3 * n1 + 1]
+                        s2a += s0b * D[3 * n1 + 2]
+                        gp[3 * n1] += s0a
+                        gp[3 * n1 + 1] += s1a
+                        gp[3 * n1 + 2] += s2a
 
 
 cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entry,
@@ -363,9 +720,12 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
     cdef double* dP = P + m * n_fac
     cdef double* V = dP + m * n_fac
     cdef double* J = V + 3 * nA
-    cdef double* pdot = J + 9 * nA
-    cdef double* prjk2 = pdot + m
+    cdef double* pcs = J + 9 * nA
+    cdef double* prjk2 = pcs + m
     cdef double* ir = prjk2 + m
+    cdef double* Q = ir + m
+    cdef double* dQ = Q + m
+    cdef double* tw = dQ + m            # (19, m) for _angular_gradients
     cdef int* partner = sp + m
     cdef int* bstart = partner + m
     cdef int nblock
@@ -389,7 +749,7 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
             f = fc[n * n_rc + t.fac_rc[q]]
             df = dfc[n * n_rc + t.fac_rc[q]]
             if f != 0.0 or df != 0.0:
-                ex = exp(-t.fac_eta[q] * r[n] * r[n])
+                ex = _expneg(t.fac_eta[q] * r[n] * r[n])
                 P[n * n_fac + q] = ex * f
                 dP[n * n_fac + q] = ex * (df - 2.0 * t.fac_eta[q] * r[n] * f)
             else:
@@ -409,7 +769,7 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
                 dv = df
             elif t.rad_kind[tt] == 2:
                 x = r[n] - t.rad_rs[tt]
-                ex = exp(-t.rad_eta[tt] * x * x)
+                ex = _expneg(t.rad_eta[tt] * x * x)
                 v = ex * f
                 dv = ex * (df - 2.0 * t.rad_eta[tt] * x * f)
             else:
@@ -419,10 +779,11 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
             col = t.rad_col[tt]
             G[col] += v
             if derivs:
+                coef = dv * ir[n]
                 for k in range(3):
-                    dG[(n * nG + col) * 3 + k] += dv * D[3 * n + k] / r[n]
+                    dG[(n * nG + col) * 3 + k] += coef * D[3 * n + k]
             elif forces:
-                coef = w[col] * dv / r[n]
+                coef = w[col] * dv * ir[n]
                 for k in range(3):
                     gp[3 * n + k] += coef * D[3 * n + k]
 
@@ -436,10 +797,10 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
             nblock += 1
     bstart[nblock] = m
     if derivs or forces:
-        _angular_gradients(t, forces, nblock, bstart, sp, r, ir, D, P, dP, partner, pdot, prjk2,
-                           G, dG, w, gp)
+        _angular_gradients(t, forces, nblock, bstart, sp, r, ir, D, P, dP, partner, pcs, prjk2,
+                           Q, dQ, tw, G, dG, w, gp)
     else:
-        _angular_values(t, nblock, bstart, sp, r, ir, D, P, partner, pdot, prjk2, G)
+        _angular_values(t, nblock, bstart, sp, r, ir, D, P, partner, pcs, prjk2, Q, G)
 
     if forces or nA == 0:
         return
@@ -455,7 +816,7 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
             if r[n] >= t.rc[q]:
                 continue
             x = r[n] - t.vec_rs[tt]
-            v = exp(-t.vec_eta[tt] * x * x) * fc[n * n_rc + q]
+            v = _expneg(t.vec_eta[tt] * x * x) * fc[n * n_rc + q]
             col = t.vec_col[tt]
             for k in range(3):
                 V[3 * col + k] += v * D[3 * n + k]
@@ -489,7 +850,7 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
             if r[n] >= t.rc[q]:
                 continue
             x = r[n] - t.vec_rs[tt]
-            ex = exp(-t.vec_eta[tt] * x * x)
+            ex = _expneg(t.vec_eta[tt] * x * x)
             v = ex * fc[n * n_rc + q]
             dv = ex * (dfc[n * n_rc + q] - 2.0 * t.vec_eta[tt] * x * fc[n * n_rc + q])
             # dV/dD_n = v I + (dv / r) D D^T
@@ -549,7 +910,7 @@ def compute(CompiledTerms terms, int mode, const Py_ssize_t[::1] pfirst,
     cdef Py_ssize_t nc = pfirst.shape[0] - 1, c, m, mmax = 0
     for c in range(nc):
         mmax = max(mmax, pfirst[c + 1] - pfirst[c])
-    cdef Py_ssize_t nbuf = (mmax * (7 + 2 * terms.t.n_rc + 2 * terms.t.n_fac)
+    cdef Py_ssize_t nbuf = (mmax * (28 + 2 * terms.t.n_rc + 2 * terms.t.n_fac)
                             + 12 * terms.t.nA + 1)
     cdef int nG = terms.t.nG, nA = terms.t.nA
     cdef const Terms* t = &terms.t

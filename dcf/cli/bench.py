@@ -1,0 +1,137 @@
+"""`dcf bench`: the cost benchmarks and their report.
+
+Runs the pytest-benchmark suites in benchmarks/ (neighbor list, G, G+A, G+dG/dr, DCF and B-P
+force calls, one MD step through ASE for DCF, B-P and the classical Li-P-O force field, and
+the m sweep) on one thread, saves their JSON, and writes the markdown report with tables,
+machine information and two PNG figures (the paper's Figure 4 in our numbers; cost ratios
+against the mean neighbor count m).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HELP = "measure DCF, B-P and classical force-field costs; write docs/benchmarks.md"
+
+SUITES = ("test_bench_fingerprints.py", "test_bench_bp.py", "test_bench_dcf.py",
+          "test_bench_md.py", "test_bench_scaling.py")
+MODES = {
+    "full": {"replicates": "1,2,4", "m_sweep": "30,50,75,100,130,160", "min_rounds": 5,
+             "max_time": 2.0},
+    "quick": {"replicates": "1", "m_sweep": "30,100,160", "min_rounds": 3, "max_time": 0.15},
+}
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "DCF_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+              "MKL_NUM_THREADS": "1"}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="system B (208 atoms) only, few rounds, 3 points of the m sweep "
+                        "(about a minute); default: 208, 1664 and 13,312 atoms")
+    p.add_argument("--out", default="out/bench",
+                   help="folder of the benchmark JSON and the pytest log (default out/bench)")
+    p.add_argument("--report", default="docs/benchmarks.md",
+                   help="markdown report to write (default docs/benchmarks.md)")
+    p.add_argument("--figures", default=None,
+                   help="folder of the two PNG figures (default: <report folder>/figures)")
+    p.add_argument("--from-json", metavar="FILE", default=None,
+                   help="do not measure: write the report from this pytest-benchmark JSON")
+    p.add_argument("--benchmarks", metavar="DIR", default=None,
+                   help="the benchmark suites (default: benchmarks/ of the dcf source tree)")
+    p.add_argument("--replicates", default=None,
+                   help="system B replicas n (n^3 x 208 atoms), e.g. 1,2,4 (overrides the mode)")
+    p.add_argument("--m-sweep", default=None,
+                   help="mean neighbor counts of the sweep, e.g. 30,100,160 (overrides the mode)")
+    p.add_argument("--min-rounds", type=int, default=None,
+                   help="pytest-benchmark minimum rounds (full 5, quick 3)")
+    p.add_argument("--max-time", type=float, default=None,
+                   help="pytest-benchmark seconds per benchmark (full 2.0, quick 0.15)")
+    p.add_argument("-k", dest="select", default=None, help="pytest -k expression (a subset)")
+
+
+def _suite_dir(given) -> Path:
+    if given:
+        return Path(given)
+    import dcf
+    source = Path(dcf.__file__).resolve().parents[1] / "benchmarks"
+    return source if source.is_dir() else Path.cwd() / "benchmarks"
+
+
+def _command_line(args, mode: str) -> str:
+    parts = ["dcf bench"] + (["--quick"] if mode == "quick" else [])
+    for flag, value in (("--replicates", args.replicates), ("--m-sweep", args.m_sweep),
+                        ("--min-rounds", args.min_rounds), ("--max-time", args.max_time),
+                        ("-k", args.select)):
+        if value is not None:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def run(args) -> int:
+    from dcf.cost_report import Costs, findings, summary_lines, write_report
+
+    start = time.perf_counter()
+    mode = "quick" if args.quick else "full"
+    settings = dict(MODES[mode])
+    for key in settings:
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+
+    if args.from_json:
+        json_path = Path(args.from_json)
+        if not json_path.is_file():
+            raise SystemExit(f"dcf bench: {json_path} does not exist")
+        command = f"dcf bench --from-json {json_path}"
+    else:
+        suites = _suite_dir(args.benchmarks)
+        missing = [s for s in SUITES if not (suites / s).is_file()]
+        if missing:
+            raise SystemExit(f"dcf bench: the benchmark suites are not in {suites} "
+                             f"(missing {', '.join(missing)}); run from the dcf source tree "
+                             f"or pass --benchmarks DIR")
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        json_path = out.resolve() / "bench.json"
+        cmd = [sys.executable, "-m", "pytest", *(str(suites / s) for s in SUITES),
+               "--benchmark-only", f"--benchmark-json={json_path}",
+               "--benchmark-group-by=group", "--benchmark-columns=median,iqr,min,rounds",
+               "--benchmark-sort=name",
+               f"--benchmark-min-rounds={settings['min_rounds']}",
+               f"--benchmark-max-time={settings['max_time']}",
+               f"--replicates={settings['replicates']}", f"--m-sweep={settings['m_sweep']}",
+               "-p", "no:cacheprovider", "-q", f"--rootdir={suites.parent}"]
+        if args.select:
+            cmd += ["-k", args.select]
+        print(f"dcf bench ({mode}): one thread; JSON -> {json_path}", flush=True)
+        rc = subprocess.run(cmd, env={**os.environ, **ONE_THREAD}, cwd=suites.parent).returncode
+        if rc != 0 or not json_path.is_file():
+            print(f"dcf bench: the benchmarks failed (pytest exit {rc}); no report written",
+                  file=sys.stderr)
+            return rc or 1
+        command = _command_line(args, mode)
+
+    data = json.loads(json_path.read_text())
+    if args.from_json:      # keep how the measurement was made, if `dcf bench` made it
+        run_info = {**data.get("dcf_run", {"command": command}), "json": _shown(json_path)}
+    else:
+        run_info = {"command": command, "mode": mode, "json": _shown(json_path),
+                    "seconds": time.perf_counter() - start}
+        data["dcf_run"] = run_info
+        json_path.write_text(json.dumps(data, indent=1))
+    report = write_report(data, args.report, args.figures, run_info)
+    for line in summary_lines(findings(Costs(data))):
+        print(line)
+    print(f"wrote {report} and its figures in {Path(args.figures or report.parent / 'figures')}"
+          f" ({(time.perf_counter() - start) / 60:.1f} min)")
+    return 0
