@@ -104,17 +104,40 @@ def select(n: int, index: str = ":", every: int = 1) -> np.ndarray:
     return numbers[idx][::every]
 
 
-def _read_all(path: Path) -> list:
-    from ase.io import read
+def _read_selected(path: Path, index: str, every: int) -> tuple[np.ndarray, list, int]:
+    """(frame numbers, their Atoms, frames read) of one file. A selection without negative
+    numbers streams the file, keeping only the chosen frames and stopping after the last one
+    (a slice of a long OUTCAR neither parses nor holds the rest); otherwise every frame is
+    read, since the count must be known."""
+    from ase.io import iread
 
+    if every < 1:
+        raise FrameError(f"--every must be >= 1, got {every}")
+    idx = parse_index(index)
+    streaming = (idx >= 0) if isinstance(idx, int) else \
+        all(v is None or v >= 0 for v in (idx.start, idx.stop)) and (idx.step or 1) > 0
+    if streaming:
+        first, stop, step = (idx, idx + 1, 1) if isinstance(idx, int) else \
+            (idx.start or 0, idx.stop, (idx.step or 1) * every)
+    kept, frames, n = [], [], 0
     try:
-        frames = read(path, index=":")
+        for atoms in iread(path, index=":"):
+            if not streaming or (n >= first and (n - first) % step == 0):
+                kept.append(n)
+                frames.append(atoms)
+            n += 1
+            if streaming and stop is not None and n >= stop:
+                break
     except Exception as err:        # ase raises many kinds for unreadable files
         raise FrameError(f"cannot read {path}: {type(err).__name__}: {err}") from None
-    frames = [frames] if hasattr(frames, "get_chemical_symbols") else list(frames)
-    if not frames:
+    if n == 0:
         raise FrameError(f"{path} holds no frames")
-    return frames
+    if streaming:
+        if isinstance(idx, int) and not kept:
+            raise FrameError(f"frame {idx} does not exist ({n} frames)")
+        return np.array(kept, dtype=np.int64), frames, n
+    picked = select(n, index, every)
+    return picked, [frames[k] for k in picked], n
 
 
 def _results(atoms) -> dict:
@@ -168,15 +191,14 @@ def read_frames(paths, index: str = ":", every: int = 1) -> FrameData:
     for s, path in enumerate(map(Path, paths)):
         if not path.is_file():
             raise FrameError(f"{path}: no such file")
-        frames = _read_all(path)
-        picked = select(len(frames), index, every)
+        picked, frames, n = _read_selected(path, index, every)
         if len(picked) == 0:
             raise FrameError(f"{path}: --index {index} --every {every} selects none of its "
-                             f"{len(frames)} frames")
+                             f"{n} frames")
         sources.append({"path": str(path), "sha256": file_sha256(path),
                         "bytes": path.stat().st_size, "index": str(index), "every": int(every),
                         "n_frames": int(len(picked))})
-        chosen += [(s, int(k), frames[k]) for k in picked]
+        chosen += [(s, int(k), atoms) for k, atoms in zip(picked, frames)]
     return _collect(chosen, sources)
 
 

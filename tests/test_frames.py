@@ -135,6 +135,26 @@ def test_selection_slices_and_every(tmp_path, rng):
         read_frames(path, every=0)
 
 
+@pytest.mark.parametrize("index, every", [(":", 1), ("3:", 2), ("1:7", 3), ("::4", 1),
+                                          ("-3:", 1), (":-2", 2), ("5", 1), ("-2", 1),
+                                          ("8:2:-2", 1)])
+def test_streamed_selection_equals_selecting_from_all_frames(tmp_path, rng, index, every):
+    path = tmp_path / "f.extxyz"
+    write(path, [frame(rng) for _ in range(10)])
+    np.testing.assert_array_equal(read_frames(path, index, every).source_frame,
+                                  select(10, index, every))
+
+
+def test_a_leading_slice_stops_reading_after_its_last_frame(tmp_path, rng):
+    path = tmp_path / "f.extxyz"
+    write(path, [frame(rng) for _ in range(4)])
+    with open(path, "a") as fh:
+        fh.write("3\nnot an extxyz frame\n")           # a damaged tail
+    np.testing.assert_array_equal(read_frames(path, "0:4").source_frame, [0, 1, 2, 3])
+    with pytest.raises(FrameError, match="cannot read"):
+        read_frames(path, ":")
+
+
 def test_energy_is_optional_forces_are_not(tmp_path, rng):
     path = tmp_path / "f.extxyz"
     write(path, [frame(rng, energy=False), frame(rng)])
