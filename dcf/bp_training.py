@@ -288,14 +288,6 @@ class _Dataset:
 
 
 # ---------------------------------------------------------------------------- training
-def _limit_tf_threads(tf, n: int) -> None:
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(n)
-    except RuntimeError:       # TensorFlow already initialized: keep its setting
-        pass
-
-
 def _build_networks(keras, spec, config: BPTrainConfig) -> dict:
     nets = {}
     for el in spec.elements:
@@ -317,11 +309,12 @@ def train_bp(frames, spec, config: BPTrainConfig | None = None, log=print):
     """
     import tensorflow as tf
     from dcf.bp import invariant_spec
+    from dcf.dcf_training import set_threads
     from dcf.fingerprints import Featurizer
     from dcf.spec import FingerprintSpec
 
     config = config or BPTrainConfig()
-    _limit_tf_threads(tf, config.num_threads)
+    set_threads(config.num_threads)
     import keras
 
     start = time.perf_counter()

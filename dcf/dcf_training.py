@@ -459,8 +459,8 @@ def set_threads(threads: int | None) -> None:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(int(threads))
             tf.config.threading.set_inter_op_parallelism_threads(int(threads))
-        except RuntimeError:
-            pass
+        except RuntimeError:        # TensorFlow already computing: keep its setting
+            return
 
 
 class Adam:

@@ -3,18 +3,15 @@ import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
-try:
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-except RuntimeError:          # TensorFlow already running (another test module set it)
-    pass
 
 from dcf.dcf_model import STAGES                                          # noqa: E402
 from dcf.dcf_training import (DCFTrainingConfig, MemoryFeatures, TrainingError,  # noqa: E402
                               build_head, build_nn1, build_nn3, choose_validation_frames,
-                              export_model, scan_training_data, train)
+                              export_model, scan_training_data, set_threads, train)
 from dcf.evaluation import covariance_error                               # noqa: E402
 from test_dcf_model import cuau_spec, emt_frames                          # noqa: E402
+
+set_threads(1)                          # the test machine's cores are shared
 
 
 def tiny(**kw) -> DCFTrainingConfig:
