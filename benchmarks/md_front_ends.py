@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from ase.io import write
 
-from dcf.costs import bp_model, table_s4_model
+from dcf.costs import bp_model, summarize, table_s4_model
 from dcf.ipi import connect, serve
 from dcf.md import make_dynamics, thermal_velocities
 from dcf.structures import system_b
@@ -84,10 +84,10 @@ def ipi_step_seconds(model, atoms, steps: int) -> np.ndarray:
 
 
 def stats(seconds: np.ndarray, n_atoms: int) -> dict:
-    med = float(np.median(seconds))
-    q1, q3 = np.percentile(seconds, [25, 75])
-    return {"n_steps": len(seconds), "median_ms": 1e3 * med, "iqr_ms": 1e3 * float(q3 - q1),
-            "min_ms": 1e3 * float(seconds.min()), "us_per_atom_step": 1e6 * med / n_atoms}
+    """Per-step figures in ms and us/atom/step, from `dcf.costs.summarize`."""
+    t = summarize(seconds, n_atoms)
+    return {"n_steps": t["rounds"], "median_ms": 1e3 * t["median"], "iqr_ms": 1e3 * t["iqr"],
+            "min_ms": 1e3 * t["min"], "us_per_atom_step": t["median_us_per_atom"]}
 
 
 def main():

@@ -9,10 +9,11 @@ import pytest
 from conftest import tag
 from dcf import neighbor_list
 from dcf import cost_report as q
-from dcf.costs import S4, g_only_spec, mean_neighbors
+from dcf.bp import invariant_spec
+from dcf.costs import S4, mean_neighbors
 from dcf.fingerprints import Featurizer
 
-S4_G_ONLY = g_only_spec(S4)
+S4_G_ONLY = invariant_spec(S4)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import tag
 from dcf import cost_report as q
-from dcf.costs import S4, bp_model, g_only_spec, system_b_with_neighbors, table_s4_model
+from dcf.bp import invariant_spec
+from dcf.costs import S4, bp_model, system_b_with_neighbors, table_s4_model
 from dcf.fingerprints import Featurizer
 
 
@@ -23,7 +24,7 @@ def compressed(m: float):
 
 @functools.lru_cache(maxsize=None)
 def models():
-    return (Featurizer(g_only_spec(S4), num_threads=1), Featurizer(S4, num_threads=1),
+    return (Featurizer(invariant_spec(S4), num_threads=1), Featurizer(S4, num_threads=1),
             table_s4_model("paper"), bp_model())
 
 

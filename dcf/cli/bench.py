@@ -94,7 +94,7 @@ def run(args) -> int:
             raise SystemExit(f"dcf bench: {json_path} does not exist")
         command = f"dcf bench --from-json {json_path}"
     else:
-        suites = _suite_dir(args.benchmarks)
+        suites = _suite_dir(args.benchmarks).resolve()
         missing = [s for s in SUITES if not (suites / s).is_file()]
         if missing:
             raise SystemExit(f"dcf bench: the benchmark suites are not in {suites} "

@@ -178,11 +178,8 @@ def _split_pairs(store, split):
     """(frame, atom) pairs (s, 2) int64 of every element's rows in `split` of a store."""
     import numpy as np
 
-    parts = [np.zeros((0, 2), np.int64)]
-    for el in store.elements:
-        for batch in store.batches(el, 1 << 16, split=split, shuffle=False):
-            parts.append(np.stack([batch["frame"], batch["atom"]], axis=1).astype(np.int64))
-    return np.concatenate(parts)
+    return np.concatenate([np.zeros((0, 2), np.int64),
+                           *(store.snapshot_ids(el, split) for el in store.elements)])
 
 
 def _differing_counts(results) -> list[str]:
