@@ -20,7 +20,7 @@ import numpy as np
 from dcf.fingerprints import Featurizer
 from dcf.mlp import MLP
 from dcf.modelfile import ModelFileError, write_model_file
-from dcf.neighbors import resolve_threads
+from dcf.neighbors import MD_SKIN, resolve_threads
 from dcf.parallel import SerialComm
 from dcf.spec import KINDS, FingerprintSpec
 
@@ -52,7 +52,7 @@ class BPModel:
         self._check()
         self._inv_std = {el: 1.0 / self.g_std[el] for el in self.elements}
         self.untrained = tuple(self.training.get("untrained_elements", ()))
-        self._featurizer = Featurizer(invariant_spec(self.spec), num_threads)
+        self._featurizer = Featurizer(invariant_spec(self.spec), num_threads, skin=MD_SKIN)
         self.comm = SerialComm()
 
     def set_threads(self, num_threads: int) -> None:

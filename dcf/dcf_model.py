@@ -212,7 +212,8 @@ class DCFModel:
     def featurizer(self):
         if self._featurizer is None:
             from dcf.fingerprints import Featurizer
-            self._featurizer = Featurizer(self.spec, self.num_threads)
+            from dcf.neighbors import MD_SKIN
+            self._featurizer = Featurizer(self.spec, self.num_threads, skin=MD_SKIN)
         return self._featurizer
 
     def set_threads(self, num_threads: int) -> None:

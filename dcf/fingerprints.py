@@ -21,19 +21,52 @@ variant V1 / sqrt(|V1|^2 + delta^2), continuous everywhere.
 """
 from __future__ import annotations
 
+import importlib
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
+from ase.data import atomic_numbers
 
-from dcf._ext import fingerprints as _kernel
-from dcf.neighbors import NeighborList, build_neighbor_list, resolve_threads
+from dcf._ext import fingerprints as _portable
+from dcf.neighbors import NeighborList, VerletList, build_neighbor_list, resolve_threads
 from dcf.spec import FingerprintSpec, SpecError
 
 _MODE_VALUES, _MODE_DERIVATIVES, _MODE_FORCES = 0, 1, 2
+KERNELS = ("auto", "avx2", "portable")
+
+
+def kernels_available() -> list[str]:
+    """The kernel builds this machine can run: "portable" always, "avx2" where it was
+    built (x86-64) and the CPU has AVX2 and FMA."""
+    out = ["portable"]
+    if _portable.cpu_has_avx2_fma():
+        try:
+            importlib.import_module("dcf._ext.fingerprints_avx2")
+            out.insert(0, "avx2")
+        except ImportError:
+            pass
+    return out
+
+
+def kernel_module(name: str | None = None):
+    """The fingerprint kernel module: `name` "avx2", "portable" or "auto" (default: the
+    DCF_KERNEL environment variable, else "auto", the fastest available)."""
+    name = name or os.environ.get("DCF_KERNEL") or "auto"
+    if name not in KERNELS:
+        raise ValueError(f"unknown fingerprint kernel {name!r} (DCF_KERNEL); "
+                         f"choose one of {', '.join(KERNELS)}")
+    available = kernels_available()
+    if name == "auto":
+        name = available[0]
+    elif name not in available:
+        raise ValueError(f"fingerprint kernel {name!r} is not available here "
+                         f"(available: {', '.join(available)})")
+    return importlib.import_module(f"dcf._ext.fingerprints{'_avx2' if name == 'avx2' else ''}")
 _RADIAL = {"G1": 1, "G2": 2, "G3": 3}
 
 
-def _compile(spec: FingerprintSpec, center: str) -> _kernel.CompiledTerms:
+def _compile(spec: FingerprintSpec, center: str, kernel):
     """Flatten the terms of one central element into the kernel's arrays."""
     species = {el: s for s, el in enumerate(spec.elements)}
     ns = len(species)
@@ -100,7 +133,7 @@ def _compile(spec: FingerprintSpec, center: str) -> _kernel.CompiledTerms:
     }
     arrays = {k: np.asarray(v, dtype=float if k in _FLOAT_KEYS else np.intc)
               for k, v in arrays.items()}
-    return _kernel.CompiledTerms(arrays, ns, len(g_terms), len(a_terms))
+    return kernel.CompiledTerms(arrays, ns, len(g_terms), len(a_terms))
 
 
 _FLOAT_KEYS = {"rc", "rad_eta", "rad_rs", "rad_kappa", "fac_eta", "pair_rc2", "grp_eta", "ang_zeta",
@@ -165,13 +198,28 @@ class Featurizer:
     """Computes a spec's fingerprints; holds the compiled terms between calls (MD).
 
     num_threads: OpenMP threads over central atoms (default: DCF_NUM_THREADS or
-    OMP_NUM_THREADS, else 1).
+    OMP_NUM_THREADS, else 1). kernel: "auto" (default, or DCF_KERNEL), "avx2" or "portable"
+    (`kernel_module`); the builds agree to round-off. skin (Angstrom): with skin > 0 the
+    neighbor list is a `VerletList`, rebuilt only once some atom has moved skin / 2 (MD,
+    where one Featurizer sees the same atoms step after step).
     """
 
-    def __init__(self, spec: FingerprintSpec | str, num_threads: int | None = None):
+    def __init__(self, spec: FingerprintSpec | str, num_threads: int | None = None,
+                 kernel: str | None = None, skin: float = 0.0):
         self.spec = FingerprintSpec.resolve(spec)
         self.num_threads = resolve_threads(num_threads)
-        self._compiled = {el: _compile(self.spec, el) for el in self.spec.elements}
+        self.skin = float(skin)
+        self._verlet = (VerletList(self.spec.max_cutoff, self.skin, self.num_threads)
+                        if self.skin > 0 else None)
+        self._kernel = kernel_module(kernel)
+        self._cutoffs = [self.spec.element_cutoff(el) for el in self.spec.elements]
+        # atomic number -> index in spec.elements, -1 for elements the spec lacks
+        self._species_of = np.full(max(atomic_numbers[el] for el in self.spec.elements) + 2,
+                                   -1, dtype=np.intc)
+        for s, el in enumerate(self.spec.elements):
+            self._species_of[atomic_numbers[el]] = s
+        self.kernel = self._kernel.simd()
+        self._compiled = {el: _compile(self.spec, el, self._kernel) for el in self.spec.elements}
 
     def environment(self, atoms, source: str = "structure",
                     part: tuple[int, int] = (0, 1)) -> Environment:
@@ -184,27 +232,31 @@ class Featurizer:
         k, n_parts = part
         if not 0 <= k < n_parts:
             raise ValueError(f"part {part}: need 0 <= k < K")
-        symbols = atoms.get_chemical_symbols()
-        self.spec.check_symbols(symbols, source)
-        present = sorted(set(symbols), key=self.spec.elements.index)
-        cutoff = max(self.spec.element_cutoff(el) for el in present) if present else 1.0
-        nl = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff,
-                                 self.num_threads)
+        numbers = np.asarray(atoms.numbers)
+        species = self._species_of[np.clip(numbers, 0, len(self._species_of) - 1)]
+        if np.any(species < 0):
+            self.spec.check_symbols(atoms.get_chemical_symbols(), source)
+        present = np.flatnonzero(np.bincount(species, minlength=len(self.spec.elements)))
+        cutoff = max((self._cutoffs[s] for s in present), default=1.0)
+        if self._verlet is not None:
+            self._verlet.num_threads = self.num_threads
+            nl = self._verlet.update(atoms.positions, atoms.cell.array, atoms.pbc, numbers)
+        else:
+            nl = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff,
+                                     self.num_threads)
         if len(nl) and nl.d.min() < 1e-8:
             k = int(np.argmin(nl.d))
             raise ValueError(f"{source}: atoms {int(nl.i[k])} and {int(nl.j[k])} overlap "
                              f"(distance {nl.d[k]:.3g} A)")
-        index = {el: s for s, el in enumerate(self.spec.elements)}
-        species = np.array([index[s] for s in symbols], dtype=np.intc)
         volume = abs(float(np.linalg.det(atoms.cell.array))) if all(atoms.pbc) else 0.0
         env = Environment(len(atoms), volume, nl, species)
-        for el in self.spec.elements:
-            centers = np.flatnonzero(species == index[el]).astype(np.intp)
+        for s, el in enumerate(self.spec.elements):
+            centers = np.flatnonzero(species == s).astype(np.intp)
             centers = np.array_split(centers, n_parts)[k] if n_parts > 1 else centers
             env.centers[el] = centers
-            env.pfirst[el], env.entry[el] = _kernel.select_entries(
+            env.pfirst[el], env.entry[el] = self._kernel.select_entries(
                 nl.first, nl.d, nl.j, species, len(self.spec.elements), centers,
-                self.spec.element_cutoff(el))
+                self._cutoffs[s])
         return env
 
     def features(self, env: Environment, derivatives: bool = False) -> Features:
@@ -218,7 +270,7 @@ class Featurizer:
             A = np.zeros((n_c, terms.nA, 3))
             dG = np.zeros((p, terms.nG, 3)) if derivatives else empty
             dA = np.zeros((p, terms.nA, 3, 3)) if derivatives else empty
-            _kernel.compute(terms, _MODE_DERIVATIVES if derivatives else _MODE_VALUES,
+            self._kernel.compute(terms, _MODE_DERIVATIVES if derivatives else _MODE_VALUES,
                             env.pfirst[el], env.entry[el], nl.j, nl.D, nl.d, env.species,
                             G.reshape(-1), A.reshape(-1), dG.reshape(-1), dA.reshape(-1),
                             empty, empty, self.num_threads)
@@ -248,10 +300,10 @@ class Featurizer:
                 raise ValueError(f"dE/dG of {el} has shape {w.shape}, expected {(n_c, terms.nG)}")
             gpair = np.zeros((len(env.entry[el]), 3))
             scratch = np.zeros(n_c * terms.nG)
-            _kernel.compute(terms, _MODE_FORCES, env.pfirst[el], env.entry[el], nl.j, nl.D,
+            self._kernel.compute(terms, _MODE_FORCES, env.pfirst[el], env.entry[el], nl.j, nl.D,
                             nl.d, env.species, scratch, empty, empty, empty, w.reshape(-1),
                             gpair.reshape(-1), self.num_threads)
-            _kernel.scatter_forces(env.centers[el], env.pfirst[el], env.entry[el], nl.j, nl.D,
+            self._kernel.scatter_forces(env.centers[el], env.pfirst[el], env.entry[el], nl.j, nl.D,
                                    gpair, forces, virial)
         return forces, virial
 
@@ -260,10 +312,10 @@ class Featurizer:
 
 
 def featurize(atoms, spec: FingerprintSpec | str, derivatives: bool = False,
-              num_threads: int | None = None) -> Features:
+              num_threads: int | None = None, kernel: str | None = None) -> Features:
     """Fingerprints of an ``ase.Atoms`` under `spec` (a FingerprintSpec, preset name or
     JSON path). See the module docstring for the arrays returned."""
-    return Featurizer(spec, num_threads)(atoms, derivatives)
+    return Featurizer(spec, num_threads, kernel)(atoms, derivatives)
 
 
 __all__ = ["Featurizer", "Features", "Environment", "featurize", "SpecError"]

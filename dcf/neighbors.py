@@ -120,6 +120,50 @@ def build_neighbor_list(positions, cell, pbc, cutoff: float,
     return NeighborList(first, j, S, D, d, cutoff)
 
 
+MD_SKIN = 1.0   # Angstrom: the Verlet skin of the models' featurizers (ASE, dcf md, i-PI)
+
+
+class VerletList:
+    """A neighbor list for MD: built within cutoff + skin and reused while no atom has moved
+    more than skin / 2 since the build, so that it still holds every pair within `cutoff`
+    (Angstrom); in between, D and d of its pairs are recomputed from the new positions.
+
+    `update` returns a NeighborList whose entries reach out to cutoff + skin (its `cutoff`):
+    callers keep the pairs they need by distance. A change of the number of atoms, their
+    species, the cell or the periodicity rebuilds it. `builds` counts the builds.
+    """
+
+    def __init__(self, cutoff: float, skin: float, num_threads: int | None = None):
+        if not (np.isfinite(skin) and skin >= 0):
+            raise ValueError(f"skin must be a finite number of Angstrom >= 0, got {skin}")
+        self.cutoff, self.skin = float(cutoff), float(skin)
+        self.num_threads = num_threads
+        self.builds = 0
+        self._key = None
+        self._nl = None
+
+    def update(self, positions, cell, pbc, numbers=None) -> NeighborList:
+        positions = np.ascontiguousarray(positions, dtype=float)
+        cell = np.asarray(cell, dtype=float).reshape(3, 3)
+        pbc = tuple(bool(p) for p in np.asarray(pbc, dtype=bool).reshape(3))
+        numbers = None if numbers is None else np.asarray(numbers)
+        key = (positions.shape, cell.tobytes(), pbc,
+               None if numbers is None else numbers.tobytes())
+        if (self._nl is None or key != self._key or not np.all(np.isfinite(positions))
+                or np.max(np.sum((positions - self._origin) ** 2, axis=1), initial=0.0)
+                > (0.5 * self.skin) ** 2):
+            self._nl = build_neighbor_list(positions, cell, pbc, self.cutoff + self.skin,
+                                           self.num_threads)
+            self._key, self._origin = key, positions.copy()
+            self._shift = np.ascontiguousarray(self._nl.S @ complete_cell(cell, pbc))
+            self.builds += 1
+            return self._nl
+        nl = self._nl
+        D, d = np.empty_like(nl.D), np.empty_like(nl.d)
+        _kernel.refresh(nl.first, nl.j, self._shift, positions, D, d)
+        return NeighborList(nl.first, nl.j, nl.S, D, d, nl.cutoff)
+
+
 def neighbor_list(atoms, cutoff: float, quantities: str = "ijS",
                   num_threads: int | None = None):
     """Full neighbor list of an ``ase.Atoms``, like ``ase.neighborlist.neighbor_list``.

@@ -6,7 +6,7 @@ from ase.neighborlist import neighbor_list as ase_neighbor_list
 from hypothesis import given, strategies as st
 
 from dcf import neighbor_list
-from dcf.neighbors import build_neighbor_list, complete_cell
+from dcf.neighbors import VerletList, build_neighbor_list, complete_cell
 from reference import brute_force_neighbors
 
 
@@ -125,3 +125,60 @@ def test_bad_thread_count():
     atoms = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]])
     with pytest.raises(ValueError, match="num_threads"):
         neighbor_list(atoms, 2.0, num_threads=-1)
+
+
+@given(periodic_systems(), st.floats(0.1, 1.5), st.integers(0, 2**32 - 1))
+def test_verlet_list_holds_every_pair_within_the_cutoff(system, skin, seed):
+    """Random moves, some beyond skin / 2: the pairs within the cutoff, their vectors and
+    distances equal a fresh build's, whether the list was reused or rebuilt."""
+    positions, cell, pbc, cutoff = system
+    rng = np.random.default_rng(seed)
+    verlet = VerletList(cutoff, skin)
+    for step in range(6):
+        nl = verlet.update(positions, cell, pbc)
+        keep = nl.d < cutoff
+        fresh = check_against_brute_force(positions, cell, pbc, cutoff)
+        assert as_set(nl.i[keep], nl.j[keep], nl.S[keep]) == as_set(fresh.i, fresh.j, fresh.S)
+        D = positions[nl.j] - positions[nl.i] + nl.S @ cell
+        np.testing.assert_allclose(nl.D, D, atol=1e-9)
+        np.testing.assert_allclose(nl.d, np.linalg.norm(D, axis=1), atol=1e-9)
+        positions = positions + rng.normal(size=positions.shape) * skin * (0.05 if step < 3 else 0.4)
+
+
+def test_verlet_list_rebuilds_only_when_needed(rng):
+    cell, pbc = np.diag([6.0, 7.0, 8.0]), (True, True, True)
+    positions = rng.uniform(size=(20, 3)) @ cell
+    verlet = VerletList(3.0, 1.0)
+    verlet.update(positions, cell, pbc)
+    moved = positions.copy()
+    moved[3] += [0.3, 0.3, 0.0]                 # 0.42 A < skin / 2: reused
+    verlet.update(moved, cell, pbc)
+    assert verlet.builds == 1
+    moved[3] += [0.05, 0.0, 0.0]                # 0.46 A from the build: still reused
+    verlet.update(moved, cell, pbc)
+    assert verlet.builds == 1
+    moved[7] += [0.0, 0.0, 0.51]                # beyond skin / 2: rebuilt
+    verlet.update(moved, cell, pbc)
+    assert verlet.builds == 2
+    verlet.update(moved, cell * 1.01, pbc)      # a new cell
+    verlet.update(moved, cell * 1.01, (True, True, False))
+    verlet.update(moved, cell * 1.01, (True, True, False), numbers=np.arange(20))
+    assert verlet.builds == 5
+    with pytest.raises(ValueError, match="skin"):
+        VerletList(3.0, -0.5)
+
+
+def test_featurizer_with_a_skin_follows_md_exactly(rng):
+    """Fingerprints along a trajectory, with the Verlet list reused, equal fresh ones."""
+    from dcf.fingerprints import Featurizer
+    from conftest import all_kinds_spec, random_atoms
+    spec = all_kinds_spec()
+    atoms = random_atoms(rng).repeat(2)
+    cached, fresh = Featurizer(spec, skin=0.8), Featurizer(spec)
+    for _ in range(8):
+        atoms.positions += rng.normal(size=atoms.positions.shape) * 0.05
+        a, b = cached(atoms), fresh(atoms)
+        for el in spec.elements:
+            np.testing.assert_allclose(a.G[el], b.G[el], rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(a.A[el], b.A[el], rtol=1e-10, atol=1e-12)
+    assert cached._verlet.builds < 8

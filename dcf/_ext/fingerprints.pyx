@@ -26,10 +26,43 @@ from libc.stdlib cimport malloc, free
 
 cnp.import_array()
 
+cdef extern from *:
+    # pointers that alias no other argument: lets gcc vectorize loops over several arrays
+    ctypedef const double* cdouble_r "const double * CYTHON_RESTRICT"
+    ctypedef double* double_r "double * CYTHON_RESTRICT"
+
+cdef extern from *:
+    """
+    #if defined(__AVX2__)
+    #define DCF_AVX2 1
+    #else
+    #define DCF_AVX2 0
+    #endif
+    static int dcf_cpu_has_avx2_fma(void)
+    {
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    #else
+        return 0;
+    #endif
+    }
+    """
+    const int DCF_AVX2      # 1 where this module is built for AVX2 (fingerprints_avx2)
+    int dcf_cpu_has_avx2_fma() noexcept nogil
+
+cdef extern from "triplets.h":
+    void _triplet_block "dcf_triplet_block"(
+        long n, const double* X, const double* Y, const double* Z, const double* R2,
+        const double* IR, const double* P2, double x1, double y1, double z1, double r1s,
+        double ir1, double P1, const double* pc, int deg, double sc, double rc2, int top,
+        double* acc) noexcept nogil
+
 DEF MODE_VALUES = 0
 DEF MODE_DERIVATIVES = 1
 DEF MODE_FORCES = 2
 DEF NPOLY = 16
+DEF NPOW2 = 4           # the fused triplet loop takes zeta up to 2^NPOW2
 
 
 def _estrin(c, x):
@@ -108,7 +141,7 @@ def pair_factor_poly(double rc, double eta, double tol=2e-15):
 
 
 cdef struct Terms:
-    int n_species, n_rc, n_fac, n_ang, nG, nA
+    int n_species, n_rc, n_fac, n_ang, n_grp, nG, nA
     const double* rc            # (n_rc,) distinct cutoffs
     # radial terms, sorted by neighbor species: rad_start (n_species + 1)
     const int* rad_start
@@ -141,6 +174,10 @@ cdef struct Terms:
                                 # (both |lambda| <= 1) that runs with this one; -2 for
                                 # that later term, -1 if none
     const int* ang_col
+    const int* grp_fused        # 1 + log2 of the largest zeta where every term of group g has
+                                # lambda = +-1 and zeta in 1, 2, 4, ..., 2^NPOW2 and its Q is
+                                # a polynomial or 1 (G5): `triplet_block` takes it; else 0
+    const int* ang_slot         # its term's slot in the fused sums: 2 log2(zeta) + (lambda < 0)
     # vector terms, sorted by neighbor species: vec_start (n_species + 1)
     const int* vec_start
     const int* vec_rc
@@ -168,10 +205,12 @@ cdef class CompiledTerms:
         self.t.n_rc = len(a["rc"])
         self.t.n_fac = len(a["fac_rc"])
         self.t.n_ang = len(a["ang_col"])
+        self.t.n_grp = len(a["grp_kind"])
         self._add_pair_polynomials()
         k = self.keep
         k["ang_kzl"] = np.ascontiguousarray(k["ang_coef"] * k["ang_zeta"] * k["ang_lambda"])
         k["ang_mate"] = self._mates()
+        k["grp_fused"], k["ang_slot"] = self._fused_slots()
         self.t.nG = nG
         self.t.nA = nA
         self.t.rc = self._d("rc")
@@ -201,6 +240,8 @@ cdef class CompiledTerms:
         self.t.ang_izeta = self._i("ang_izeta")
         self.t.ang_mate = self._i("ang_mate")
         self.t.ang_col = self._i("ang_col")
+        self.t.grp_fused = self._i("grp_fused")
+        self.t.ang_slot = self._i("ang_slot")
         self.t.vec_start = self._i("vec_start")
         self.t.vec_rc = self._i("vec_rc")
         self.t.vec_eta = self._d("vec_eta")
@@ -222,6 +263,23 @@ cdef class CompiledTerms:
                         mate[a], mate[b] = b, -2
                         break
         return mate
+
+    def _fused_slots(self):
+        k = self.keep
+        n_grp = len(k["grp_kind"])
+        fused = np.zeros(n_grp, dtype=np.intc)
+        slot = np.full(len(k["ang_col"]), -1, dtype=np.intc)
+        for g in range(n_grp):
+            terms = range(k["grp_start"][g], k["grp_start"][g + 1])
+            if k["grp_kind"][g] == 4 and k["grp_poly"][g] == 0:
+                continue
+            pows = [int(k["ang_izeta"][a]).bit_length() - 1 for a in terms]
+            if all(abs(k["ang_lambda"][a]) == 1.0 and k["ang_izeta"][a] == 1 << j
+                   and j <= NPOW2 for a, j in zip(terms, pows)):
+                fused[g] = 1 + max(pows)
+                for a, j in zip(terms, pows):
+                    slot[a] = 2 * j + (k["ang_lambda"][a] < 0)
+        return fused, slot
 
     def _add_pair_polynomials(self):
         k = self.keep
@@ -262,17 +320,6 @@ cdef inline double _expneg(double a) noexcept nogil:
     return exp(-a) if a < 708.0 else 0.0
 
 
-cdef inline void _cutoff(double r, double rc, double* fc, double* dfc) noexcept nogil:
-    cdef double x
-    if r < rc:
-        x = M_PI * r / rc
-        fc[0] = 0.5 * (cos(x) + 1.0)
-        dfc[0] = -0.5 * M_PI / rc * sin(x)
-    else:
-        fc[0] = 0.0
-        dfc[0] = 0.0
-
-
 cdef inline void _cutoff_sq(double s, double rc, double* fc, double* dfc_ds) noexcept nogil:
     """fc and dfc/ds as functions of s = r^2 (r < rc), with no sqrt and no cos:
     fc = cos^2(sqrt(y)), y = pi^2 s / (4 rc^2), from the Taylor series of cos(sqrt(y)) and
@@ -287,6 +334,17 @@ cdef inline void _cutoff_sq(double s, double rc, double* fc, double* dfc_ds) noe
     fc[0] = c * c
     if dfc_ds != NULL:
         dfc_ds[0] = -c * k * ((((1.0 + -0.16666666666666666 * y) + y2 * (0.008333333333333333 + -0.0001984126984126984 * y)) + y4 * ((2.7557319223985893e-06 + -2.505210838544172e-08 * y) + y2 * (1.6059043836821613e-10 + -7.647163731819816e-13 * y))) + y8 * ((2.8114572543455206e-15 + -8.22063524662433e-18 * y) + y2 * 1.9572941063391263e-20))
+
+
+cdef inline void _cutoff(double r, double rc, double* fc, double* dfc) noexcept nogil:
+    """fc(r) and dfc/dr, from `_cutoff_sq` (no cos, no sin)."""
+    cdef double dfds
+    if r < rc:
+        _cutoff_sq(r * r, rc, fc, &dfds)
+        dfc[0] = 2.0 * r * dfds
+    else:
+        fc[0] = 0.0
+        dfc[0] = 0.0
 
 
 cdef inline double _poly11(const double* c, double x) noexcept nogil:
@@ -308,6 +366,10 @@ cdef inline double _poly15(const double* c, double x) noexcept nogil:
              + x4 * ((c[4] + c[5] * x) + x2 * (c[6] + c[7] * x)))
             + x8 * (((c[8] + c[9] * x) + x2 * (c[10] + c[11] * x))
                     + x4 * ((c[12] + c[13] * x) + x2 * (c[14] + c[15] * x))))
+
+
+cdef inline double _sq(double x) noexcept nogil:
+    return x * x
 
 
 cdef inline double _pos(double x) noexcept nogil:
@@ -405,62 +467,94 @@ cdef double _angsum(int cnt, const double* B, const double* cs, double lam, int 
     return s0 + s1
 
 
-cdef void _angsum2(int cnt, const double* B, const double* cs, double la, double lb, int iz,
+cdef void _angsum2(Py_ssize_t cnt, cdouble_r B, cdouble_r cs, double la, double lb, int iz,
                    double* sa, double* sb) noexcept nogil:
     """sum_c B_c (1 + la cs_c)^iz and sum_c B_c (1 + lb cs_c)^iz for |la|, |lb| <= 1 and
-    |cs| <= 1, iz >= 1: one loop that gcc vectorizes with the two sums as lanes."""
-    cdef double xa, xb, a = 0.0, b = 0.0
-    cdef int c
+    |cs| <= 1, iz >= 1: four partial sums of each, as the lanes of vectorized loops."""
+    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0, b0 = 0.0, b1 = 0.0, b2 = 0.0, b3 = 0.0
+    cdef Py_ssize_t c, n4 = cnt - cnt % 4
     if iz == 1:
-        for c in range(cnt):
-            a = a + B[c] * (1.0 + la * cs[c])
-            b = b + B[c] * (1.0 + lb * cs[c])
-    elif iz == 2:
-        for c in range(cnt):
-            xa = 1.0 + la * cs[c]
-            xb = 1.0 + lb * cs[c]
-            a = a + B[c] * (xa * xa)
-            b = b + B[c] * (xb * xb)
+        for c in range(0, n4, 4):
+            a0 = a0 + B[c] * (1.0 + la * cs[c])
+            a1 = a1 + B[c + 1] * (1.0 + la * cs[c + 1])
+            a2 = a2 + B[c + 2] * (1.0 + la * cs[c + 2])
+            a3 = a3 + B[c + 3] * (1.0 + la * cs[c + 3])
+            b0 = b0 + B[c] * (1.0 + lb * cs[c])
+            b1 = b1 + B[c + 1] * (1.0 + lb * cs[c + 1])
+            b2 = b2 + B[c + 2] * (1.0 + lb * cs[c + 2])
+            b3 = b3 + B[c + 3] * (1.0 + lb * cs[c + 3])
     elif iz == 4:
-        for c in range(cnt):
-            xa = 1.0 + la * cs[c]
-            xb = 1.0 + lb * cs[c]
-            xa = xa * xa
-            xb = xb * xb
-            a = a + B[c] * (xa * xa)
-            b = b + B[c] * (xb * xb)
+        for c in range(0, n4, 4):
+            a0 = a0 + B[c] * _sq(_sq(1.0 + la * cs[c]))
+            a1 = a1 + B[c + 1] * _sq(_sq(1.0 + la * cs[c + 1]))
+            a2 = a2 + B[c + 2] * _sq(_sq(1.0 + la * cs[c + 2]))
+            a3 = a3 + B[c + 3] * _sq(_sq(1.0 + la * cs[c + 3]))
+            b0 = b0 + B[c] * _sq(_sq(1.0 + lb * cs[c]))
+            b1 = b1 + B[c + 1] * _sq(_sq(1.0 + lb * cs[c + 1]))
+            b2 = b2 + B[c + 2] * _sq(_sq(1.0 + lb * cs[c + 2]))
+            b3 = b3 + B[c + 3] * _sq(_sq(1.0 + lb * cs[c + 3]))
     else:
-        for c in range(cnt):
-            a = a + B[c] * _ipow(1.0 + la * cs[c], iz)
-            b = b + B[c] * _ipow(1.0 + lb * cs[c], iz)
-    sa[0] = a
-    sb[0] = b
+        n4 = 0
+    for c in range(n4, cnt):
+        a0 = a0 + B[c] * _ipow(1.0 + la * cs[c], iz)
+        b0 = b0 + B[c] * _ipow(1.0 + lb * cs[c], iz)
+    sa[0] = (a0 + a1) + (a2 + a3)
+    sb[0] = (b0 + b1) + (b2 + b3)
 
 
 cdef void _angular_values(const Terms* t, int nblock, const int* bstart, const int* sp,
                           const double* r, const double* ir, const double* D, const double* P,
-                          int* partner, double* pcs, double* prjk2, double* B,
-                          double* G) noexcept nogil:
-    """G4/G5 values only (no derivatives): the hot loop of DCF inference."""
+                          Py_ssize_t mp, const double* W, double* acc, int* partner,
+                          double* pcs, double* prjk2, double* B, double* G) noexcept nogil:
+    """G4/G5 values only (no derivatives): the hot loop of DCF inference.
+
+    In the AVX2 build, groups whose terms all have lambda = +-1 and zeta = 1, 2, 4, ...
+    (`grp_fused`) run in `triplet_block` (triplets.h), one vector loop per entry n1 and
+    species block, with the sums kept in lanes acc (n_grp, 40) until the end. W holds its columns, of stride mp
+    (entries, then zeros): x, y, z, r^2, 1/r and the radial factors P_q. Other groups keep
+    the partners within r_jk < Rc first (about half in a dense system) and sum term by term:
+    with SSE2's two lanes, skipping the other half pays more than wider vectors."""
     cdef const int* pair_start = t.pair_start
     cdef const int* grp_fac = t.grp_fac
     cdef const int* grp_start = t.grp_start
     cdef int n_fac = t.n_fac, ns = t.n_species
-    cdef int b1, b2, key, g, q, cnt, c, tt, n1, mt
-    cdef double P1, sa, sb
+    cdef int b1, b2, key, g, q, cnt, c, tt, n1, mt, lo, hi, deg, l
+    cdef double P1, sa, sb, rcg
+    cdef bint have_partners
+    cdef double* a
+    for g in range(t.n_grp):
+        for c in range(40):
+            acc[40 * g + c] = 0.0
     for b1 in range(nblock):
         for b2 in range(b1, nblock):
             key = sp[bstart[b1]] * ns + sp[bstart[b2]]
             if pair_start[key] == pair_start[key + 1]:
                 continue
+            hi = bstart[b2 + 1]
             for n1 in range(bstart[b1], bstart[b1 + 1]):
-                cnt = _partners(n1, n1 + 1 if b1 == b2 else bstart[b2], bstart[b2 + 1], r, ir,
-                                D, t.pair_rc2[key], partner, pcs, prjk2)
+                lo = n1 + 1 if b1 == b2 else bstart[b2]
+                if lo >= hi:
+                    continue
+                have_partners = False
                 for g in range(pair_start[key], pair_start[key + 1]):
                     q = grp_fac[g]
                     P1 = P[n1 * n_fac + q]
                     if P1 == 0.0:
                         continue
+                    if DCF_AVX2 and t.grp_fused[g]:
+                        deg = t.grp_poly[g] if t.grp_kind[g] == 4 else 0
+                        rcg = t.rc[t.grp_rc[g]]
+                        _triplet_block(hi - lo, W + lo, W + mp + lo, W + 2 * mp + lo,
+                                       W + 3 * mp + lo, W + 4 * mp + lo, W + (5 + q) * mp + lo,
+                                       W[n1], W[mp + n1], W[2 * mp + n1], W[3 * mp + n1],
+                                       W[4 * mp + n1], P1, t.grp_pc + NPOLY * g, deg,
+                                       2.0 / (rcg * rcg), rcg * rcg,
+                                       3 if t.grp_fused[g] <= 3 else NPOW2 + 1, acc + 40 * g)
+                        continue
+                    if not have_partners:
+                        cnt = _partners(n1, lo, hi, r, ir, D, t.pair_rc2[key], partner, pcs,
+                                        prjk2)
+                        have_partners = True
                     _pair_factors(t, g, t.pair_rc2[key], cnt, prjk2, B, NULL)
                     for c in range(cnt):
                         B[c] = B[c] * P[partner[c] * n_fac + q]
@@ -474,6 +568,11 @@ cdef void _angular_values(const Terms* t, int nblock, const int* bstart, const i
                         elif mt == -1:
                             G[t.ang_col[tt]] += t.ang_coef[tt] * P1 * _angsum(
                                 cnt, B, pcs, t.ang_lambda[tt], t.ang_izeta[tt], t.ang_zeta[tt])
+    for g in range(t.n_grp):
+        if DCF_AVX2 and t.grp_fused[g]:
+            for tt in range(grp_start[g], grp_start[g + 1]):
+                a = acc + 40 * g + 4 * t.ang_slot[tt]
+                G[t.ang_col[tt]] += t.ang_coef[tt] * ((a[0] + a[1]) + (a[2] + a[3]))
 
 
 cdef void _powers2(int cnt, const double* cs, double la, double lb, int iz, double zeta,
@@ -720,12 +819,13 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
     cdef double* dP = P + m * n_fac
     cdef double* V = dP + m * n_fac
     cdef double* J = V + 3 * nA
-    cdef double* pcs = J + 9 * nA
-    cdef double* prjk2 = pcs + m
-    cdef double* ir = prjk2 + m
-    cdef double* Q = ir + m
-    cdef double* dQ = Q + m
-    cdef double* tw = dQ + m            # (19, m) for _angular_gradients
+    cdef double* pcs = J + 9 * nA       # pcs, prjk2, ir, Q, dQ: m + 4 each, so that the
+    cdef double* prjk2 = pcs + m + 4    # power sums can pad the partners to a multiple of 4
+    cdef double* ir = prjk2 + m + 4
+    cdef double* Q = ir + m + 4
+    cdef double* dQ = Q + m + 4
+    cdef double* tw = dQ + m + 4        # (19, m) for _angular_gradients; (5 + n_fac, m + 4)
+                                        # and (n_grp, 40) for _angular_values
     cdef int* partner = sp + m
     cdef int* bstart = partner + m
     cdef int nblock
@@ -800,7 +900,19 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
         _angular_gradients(t, forces, nblock, bstart, sp, r, ir, D, P, dP, partner, pcs, prjk2,
                            Q, dQ, tw, G, dG, w, gp)
     else:
-        _angular_values(t, nblock, bstart, sp, r, ir, D, P, partner, pcs, prjk2, Q, G)
+        # the columns of `_angular_values`: x, y, z, r^2, 1/r, P (n_fac), stride m + 4
+        for c in range(5 + n_fac):
+            for n in range(4):
+                tw[c * (m + 4) + m + n] = 0.0
+        for n in range(m):
+            for k in range(3):
+                tw[k * (m + 4) + n] = D[3 * n + k]
+            tw[3 * (m + 4) + n] = r[n] * r[n]
+            tw[4 * (m + 4) + n] = ir[n]
+            for q in range(n_fac):
+                tw[(5 + q) * (m + 4) + n] = P[n * n_fac + q]
+        _angular_values(t, nblock, bstart, sp, r, ir, D, P, m + 4, tw,
+                        tw + (5 + n_fac) * (m + 4), partner, pcs, prjk2, Q, G)
 
     if forces or nA == 0:
         return
@@ -867,6 +979,16 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
                     dA[((n * nA + col) * 3 + a) * 3 + b] += x
 
 
+def simd() -> str:
+    """The instruction set this module was built for: "avx2" or "portable"."""
+    return "avx2" if DCF_AVX2 else "portable"
+
+
+def cpu_has_avx2_fma() -> bool:
+    """Whether the CPU running this (and its OS) supports AVX2 and FMA."""
+    return bool(dcf_cpu_has_avx2_fma())
+
+
 def select_entries(const Py_ssize_t[::1] first, const double[::1] d, const Py_ssize_t[::1] nl_j,
                    const int[::1] species, int n_species,
                    const Py_ssize_t[::1] centers, double cutoff):
@@ -875,21 +997,28 @@ def select_entries(const Py_ssize_t[::1] first, const double[::1] d, const Py_ss
     cdef Py_ssize_t nc = centers.shape[0], c, e, p = 0
     cdef int s
     pfirst_np = np.zeros(nc + 1, dtype=np.intp)
+    count_np = np.zeros((nc, n_species), dtype=np.intp)
     cdef Py_ssize_t[::1] pfirst = pfirst_np
-    for c in range(nc):
-        for e in range(first[centers[c]], first[centers[c] + 1]):
-            if d[e] < cutoff:
-                p += 1
-        pfirst[c + 1] = p
+    cdef Py_ssize_t[:, ::1] count = count_np
+    with nogil:
+        for c in range(nc):
+            for e in range(first[centers[c]], first[centers[c] + 1]):
+                if d[e] < cutoff:
+                    count[c, species[nl_j[e]]] += 1
+            for s in range(n_species):      # count[c, s] becomes the slot of species s
+                e = count[c, s]
+                count[c, s] = p
+                p += e
+            pfirst[c + 1] = p
     entry_np = np.empty(p, dtype=np.intp)
     cdef Py_ssize_t[::1] entry = entry_np
-    p = 0
-    for c in range(nc):
-        for s in range(n_species):
+    with nogil:
+        for c in range(nc):
             for e in range(first[centers[c]], first[centers[c] + 1]):
-                if d[e] < cutoff and species[nl_j[e]] == s:
-                    entry[p] = e
-                    p += 1
+                if d[e] < cutoff:
+                    s = species[nl_j[e]]
+                    entry[count[c, s]] = e
+                    count[c, s] += 1
     return pfirst_np, entry_np
 
 
@@ -910,8 +1039,8 @@ def compute(CompiledTerms terms, int mode, const Py_ssize_t[::1] pfirst,
     cdef Py_ssize_t nc = pfirst.shape[0] - 1, c, m, mmax = 0
     for c in range(nc):
         mmax = max(mmax, pfirst[c + 1] - pfirst[c])
-    cdef Py_ssize_t nbuf = (mmax * (28 + 2 * terms.t.n_rc + 2 * terms.t.n_fac)
-                            + 12 * terms.t.nA + 1)
+    cdef Py_ssize_t nbuf = (mmax * (28 + 2 * terms.t.n_rc + 3 * terms.t.n_fac)
+                            + 12 * terms.t.nA + 4 * (5 + terms.t.n_fac) + 40 * terms.t.n_grp + 24)
     cdef int nG = terms.t.nG, nA = terms.t.nA
     cdef const Terms* t = &terms.t
     cdef double* buf

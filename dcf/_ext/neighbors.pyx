@@ -237,3 +237,21 @@ cdef inline bint _image_inside(const double[:, ::1] frac, Py_ssize_t a, long s0,
         if f <= -reach[2] or f >= 1.0 + reach[2]:
             return 0
     return 1
+
+
+def refresh(const Py_ssize_t[::1] first, const Py_ssize_t[::1] j, const double[:, ::1] shift,
+            const double[:, ::1] positions, double[:, ::1] D, double[::1] d):
+    """D[e] = positions[j[e]] - positions[i] + shift[e] and d[e] = |D[e]| for every entry e
+    of every atom i (entries first[i]:first[i+1]); shift (m, 3) is S @ cell in Angstrom."""
+    cdef Py_ssize_t n = first.shape[0] - 1, i, e
+    cdef int k
+    cdef double x, s
+    with nogil:
+        for i in range(n):
+            for e in range(first[i], first[i + 1]):
+                s = 0.0
+                for k in range(3):
+                    x = positions[j[e], k] - positions[i, k] + shift[e, k]
+                    D[e, k] = x
+                    s = s + x * x
+                d[e] = sqrt(s)
