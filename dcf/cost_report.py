@@ -245,7 +245,10 @@ def machine_info() -> dict:
             return "not installed"
 
     from dcf import __version__
+    from dcf.fingerprints import kernel_module
+    from dcf.neighbors import MD_SKIN
     return {
+        "kernel": kernel_module().simd(), "md_skin": MD_SKIN,
         "cpu": cpu, "logical_cpus": os.cpu_count(),
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
@@ -498,6 +501,8 @@ def write_report(data: dict, report, figures=None, run: dict | None = None) -> P
         ("cores (logical / available to the run)",
          f"{info.get('logical_cpus', '?')} / {info.get('cpus_available', '?')}"),
         ("threads used", f"1 (OMP_NUM_THREADS={info.get('omp_num_threads', '?')})"),
+        ("fingerprint kernel build; Verlet skin of the models in MD",
+         f"{info.get('kernel', '?')}; {info.get('md_skin', '?')} A"),
         ("load average (1, 5, 15 min) at start / end",
          f"{_loads(load0)} / {_loads(load1)}"),
         ("platform", info.get("platform", "?")),

@@ -51,6 +51,17 @@ cdef extern from *:
     const int DCF_AVX2      # 1 where this module is built for AVX2 (fingerprints_avx2)
     int dcf_cpu_has_avx2_fma() noexcept nogil
 
+cdef extern from "radial.h":
+    void _cutoff_column "dcf_cutoff_column"(long n, const double* S, double rc,
+                                            double* out) noexcept nogil
+    void _gaussian_column "dcf_gaussian_column"(long n, const double* S, const double* FC,
+                                                double eta, double* out) noexcept nogil
+    double _gaussian_sum "dcf_gaussian_sum"(long n, const double* R, const double* FC,
+                                            double eta, double rs) noexcept nogil
+    void _vector_sum "dcf_vector_sum"(long n, const double* R, const double* X,
+                                      const double* Y, const double* Z, const double* FC,
+                                      double eta, double rs, double* out) noexcept nogil
+
 cdef extern from "triplets.h":
     void _triplet_block "dcf_triplet_block"(
         long n, const double* X, const double* Y, const double* Z, const double* R2,
@@ -800,6 +811,80 @@ cdef void _angular_gradients(const Terms* t, bint forces, int nblock, const int*
                         gp[3 * n1 + 2] += s2a
 
 
+cdef inline double _vector_weight(const Terms* t, int tt, double r, double fc, double dfc,
+                                  double* dv) noexcept nogil:
+    """g = exp(-eta (r - Rs)^2) fc of vector term tt, and dv = dg/dr given dfc = dfc/dr."""
+    cdef double x = r - t.vec_rs[tt]
+    cdef double ex = _expneg(t.vec_eta[tt] * x * x)
+    dv[0] = ex * (dfc - 2.0 * t.vec_eta[tt] * x * fc)
+    return ex * fc
+
+
+cdef void _values(const Terms* t, Py_ssize_t m, int nblock, const int* bstart, const int* sp,
+                  const double* r, const double* ir, const double* D, double* P, double* tw,
+                  int* partner, double* pcs, double* prjk2, double* Q, double* G, double* V,
+                  double* J) noexcept nogil:
+    """Fingerprint values of one central atom (no derivatives), column by column in the
+    vector loops of radial.h and triplets.h: G, and the sums V (nA, 3) of V1 and J[9 a] =
+    sum |D| g of the covariant vectors. P (m, n_fac) receives the radial factors. tw holds
+    the columns, of stride m + 4 (entries, then zeros): x, y, z, r^2, 1/r, P_q (n_fac), r,
+    fc_q (n_rc); then the lanes of `_angular_values`."""
+    cdef Py_ssize_t mp = m + 4, n
+    cdef int n_fac = t.n_fac, n_rc = t.n_rc, ncol = 6 + t.n_fac + t.n_rc
+    cdef int c, k, q, b, s, tt, col, lo, cnt
+    cdef double* R2 = tw + 3 * mp
+    cdef double* PT = tw + 5 * mp
+    cdef double* R = PT + n_fac * mp
+    cdef double* FC = R + mp
+    cdef double sums[4]
+    for c in range(ncol):
+        for n in range(m, mp):
+            tw[c * mp + n] = 0.0
+    for n in range(m):
+        for k in range(3):
+            tw[k * mp + n] = D[3 * n + k]
+        R2[n] = r[n] * r[n]
+        tw[4 * mp + n] = ir[n]
+        R[n] = r[n]
+    for q in range(n_rc):
+        _cutoff_column(m, R2, t.rc[q], FC + q * mp)
+    for q in range(n_fac):
+        _gaussian_column(m, R2, FC + t.fac_rc[q] * mp, t.fac_eta[q], PT + q * mp)
+        for n in range(m):
+            P[n * n_fac + q] = PT[q * mp + n]
+    for c in range(3 * t.nA):
+        V[c] = 0.0
+    for c in range(t.nA):
+        J[9 * c] = 0.0      # J[9a] holds sum |D| g: the scale of V's round-off
+    for b in range(nblock):
+        s = sp[bstart[b]]
+        lo = bstart[b]
+        cnt = bstart[b + 1] - lo
+        for tt in range(t.rad_start[s], t.rad_start[s + 1]):
+            q = t.rad_rc[tt]
+            col = t.rad_col[tt]
+            if t.rad_kind[tt] == 2:
+                G[col] += _gaussian_sum(cnt, R + lo, FC + q * mp + lo, t.rad_eta[tt],
+                                        t.rad_rs[tt])
+            elif t.rad_kind[tt] == 1:
+                for n in range(lo, lo + cnt):
+                    G[col] += FC[q * mp + n]
+            else:
+                for n in range(lo, lo + cnt):
+                    G[col] += cos(t.rad_kappa[tt] * r[n]) * FC[q * mp + n]
+        for tt in range(t.vec_start[s], t.vec_start[s + 1]):
+            q = t.vec_rc[tt]
+            col = t.vec_col[tt]
+            sums[0] = sums[1] = sums[2] = sums[3] = 0.0
+            _vector_sum(cnt, R + lo, tw + lo, tw + mp + lo, tw + 2 * mp + lo, FC + q * mp + lo,
+                        t.vec_eta[tt], t.vec_rs[tt], sums)
+            for k in range(3):
+                V[3 * col + k] += sums[k]
+            J[9 * col] += sums[3]
+    _angular_values(t, nblock, bstart, sp, r, ir, D, P, mp, tw, tw + ncol * mp, partner, pcs,
+                    prjk2, Q, G)
+
+
 cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entry,
                   const Py_ssize_t* nl_j, const double* nl_D, const double* nl_d,
                   const int* species, double* G, double* A, double* dG, double* dA,
@@ -824,8 +909,8 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
     cdef double* ir = prjk2 + m + 4
     cdef double* Q = ir + m + 4
     cdef double* dQ = Q + m + 4
-    cdef double* tw = dQ + m + 4        # (19, m) for _angular_gradients; (5 + n_fac, m + 4)
-                                        # and (n_grp, 40) for _angular_values
+    cdef double* tw = dQ + m + 4        # (19, m) for _angular_gradients; (6 + n_fac + n_rc,
+                                        # m + 4) and (n_grp, 40) for _values
     cdef int* partner = sp + m
     cdef int* bstart = partner + m
     cdef int nblock
@@ -835,6 +920,7 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
     cdef double M[9]
     cdef bint derivs = mode == MODE_DERIVATIVES
     cdef bint forces = mode == MODE_FORCES
+    cdef bint values = mode == MODE_VALUES
 
     for n in range(m):
         e = entry[n]
@@ -843,6 +929,8 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
         for k in range(3):
             D[3 * n + k] = nl_D[3 * e + k]
         sp[n] = species[nl_j[e]]
+        if values:
+            continue
         for q in range(n_rc):
             _cutoff(r[n], t.rc[q], &fc[n * n_rc + q], &dfc[n * n_rc + q])
         for q in range(n_fac):
@@ -855,84 +943,70 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
             else:
                 P[n * n_fac + q] = 0.0
                 dP[n * n_fac + q] = 0.0
-
-    # ---- radial terms G1, G2, G3
-    for n in range(m):
-        for tt in range(t.rad_start[sp[n]], t.rad_start[sp[n] + 1]):
-            q = t.rad_rc[tt]
-            if r[n] >= t.rc[q]:
-                continue
-            f = fc[n * n_rc + q]
-            df = dfc[n * n_rc + q]
-            if t.rad_kind[tt] == 1:
-                v = f
-                dv = df
-            elif t.rad_kind[tt] == 2:
-                x = r[n] - t.rad_rs[tt]
-                ex = _expneg(t.rad_eta[tt] * x * x)
-                v = ex * f
-                dv = ex * (df - 2.0 * t.rad_eta[tt] * x * f)
-            else:
-                x = cos(t.rad_kappa[tt] * r[n])
-                v = x * f
-                dv = x * df - t.rad_kappa[tt] * sin(t.rad_kappa[tt] * r[n]) * f
-            col = t.rad_col[tt]
-            G[col] += v
-            if derivs:
-                coef = dv * ir[n]
-                for k in range(3):
-                    dG[(n * nG + col) * 3 + k] += coef * D[3 * n + k]
-            elif forces:
-                coef = w[col] * dv * ir[n]
-                for k in range(3):
-                    gp[3 * n + k] += coef * D[3 * n + k]
-
-    # ---- angular terms G4, G5 over unordered pairs of neighbor entries.
-    # Entries come sorted by species, so each pair of species blocks has one group list;
-    # a branch-free first pass keeps the partners within the block pair's r_jk bound.
+    # entries come sorted by species: blocks bstart[b]:bstart[b + 1]
     nblock = 0
     for n in range(m):
         if n == 0 or sp[n] != sp[n - 1]:
             bstart[nblock] = n
             nblock += 1
     bstart[nblock] = m
-    if derivs or forces:
+    if values:      # G and the sums V1, J[9 a] of the covariant vectors
+        _values(t, m, nblock, bstart, sp, r, ir, D, P, tw, partner, pcs, prjk2, Q, G, V, J)
+    else:
+        # ---- radial terms G1, G2, G3
+        for n in range(m):
+            for tt in range(t.rad_start[sp[n]], t.rad_start[sp[n] + 1]):
+                q = t.rad_rc[tt]
+                if r[n] >= t.rc[q]:
+                    continue
+                f = fc[n * n_rc + q]
+                df = dfc[n * n_rc + q]
+                if t.rad_kind[tt] == 1:
+                    v = f
+                    dv = df
+                elif t.rad_kind[tt] == 2:
+                    x = r[n] - t.rad_rs[tt]
+                    ex = _expneg(t.rad_eta[tt] * x * x)
+                    v = ex * f
+                    dv = ex * (df - 2.0 * t.rad_eta[tt] * x * f)
+                else:
+                    x = cos(t.rad_kappa[tt] * r[n])
+                    v = x * f
+                    dv = x * df - t.rad_kappa[tt] * sin(t.rad_kappa[tt] * r[n]) * f
+                col = t.rad_col[tt]
+                G[col] += v
+                if derivs:
+                    coef = dv * ir[n]
+                    for k in range(3):
+                        dG[(n * nG + col) * 3 + k] += coef * D[3 * n + k]
+                elif forces:
+                    coef = w[col] * dv * ir[n]
+                    for k in range(3):
+                        gp[3 * n + k] += coef * D[3 * n + k]
+
+        # ---- angular terms G4, G5 over unordered pairs of neighbor entries.
         _angular_gradients(t, forces, nblock, bstart, sp, r, ir, D, P, dP, partner, pcs, prjk2,
                            Q, dQ, tw, G, dG, w, gp)
-    else:
-        # the columns of `_angular_values`: x, y, z, r^2, 1/r, P (n_fac), stride m + 4
-        for c in range(5 + n_fac):
-            for n in range(4):
-                tw[c * (m + 4) + m + n] = 0.0
-        for n in range(m):
-            for k in range(3):
-                tw[k * (m + 4) + n] = D[3 * n + k]
-            tw[3 * (m + 4) + n] = r[n] * r[n]
-            tw[4 * (m + 4) + n] = ir[n]
-            for q in range(n_fac):
-                tw[(5 + q) * (m + 4) + n] = P[n * n_fac + q]
-        _angular_values(t, nblock, bstart, sp, r, ir, D, P, m + 4, tw,
-                        tw + (5 + n_fac) * (m + 4), partner, pcs, prjk2, Q, G)
 
     if forces or nA == 0:
         return
 
     # ---- covariant vectors V1, A1
-    for a in range(3 * nA):
-        V[a] = 0.0
-    for a in range(nA):
-        J[9 * a] = 0.0      # J[9a] holds sum |D| g: the scale of V's round-off
-    for n in range(m):
-        for tt in range(t.vec_start[sp[n]], t.vec_start[sp[n] + 1]):
-            q = t.vec_rc[tt]
-            if r[n] >= t.rc[q]:
-                continue
-            x = r[n] - t.vec_rs[tt]
-            v = _expneg(t.vec_eta[tt] * x * x) * fc[n * n_rc + q]
-            col = t.vec_col[tt]
-            for k in range(3):
-                V[3 * col + k] += v * D[3 * n + k]
-            J[9 * col] += v * r[n]
+    if not values:
+        for a in range(3 * nA):
+            V[a] = 0.0
+        for a in range(nA):
+            J[9 * a] = 0.0      # J[9a] holds sum |D| g: the scale of V's round-off
+        for n in range(m):
+            for tt in range(t.vec_start[sp[n]], t.vec_start[sp[n] + 1]):
+                q = t.vec_rc[tt]
+                if r[n] >= t.rc[q]:
+                    continue
+                v = _vector_weight(t, tt, r[n], fc[n * n_rc + q], 0.0, &dv)
+                col = t.vec_col[tt]
+                for k in range(3):
+                    V[3 * col + k] += v * D[3 * n + k]
+                J[9 * col] += v * r[n]
     for tt in range(nA):
         col = t.vec_col[tt]
         vv = V[3 * col] ** 2 + V[3 * col + 1] ** 2 + V[3 * col + 2] ** 2
@@ -961,10 +1035,7 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
             q = t.vec_rc[tt]
             if r[n] >= t.rc[q]:
                 continue
-            x = r[n] - t.vec_rs[tt]
-            ex = _expneg(t.vec_eta[tt] * x * x)
-            v = ex * fc[n * n_rc + q]
-            dv = ex * (dfc[n * n_rc + q] - 2.0 * t.vec_eta[tt] * x * fc[n * n_rc + q])
+            v = _vector_weight(t, tt, r[n], fc[n * n_rc + q], dfc[n * n_rc + q], &dv)
             # dV/dD_n = v I + (dv / r) D D^T
             for a in range(3):
                 for b in range(3):
@@ -1039,8 +1110,9 @@ def compute(CompiledTerms terms, int mode, const Py_ssize_t[::1] pfirst,
     cdef Py_ssize_t nc = pfirst.shape[0] - 1, c, m, mmax = 0
     for c in range(nc):
         mmax = max(mmax, pfirst[c + 1] - pfirst[c])
-    cdef Py_ssize_t nbuf = (mmax * (28 + 2 * terms.t.n_rc + 3 * terms.t.n_fac)
-                            + 12 * terms.t.nA + 4 * (5 + terms.t.n_fac) + 40 * terms.t.n_grp + 24)
+    cdef Py_ssize_t nbuf = (mmax * (28 + 3 * terms.t.n_rc + 3 * terms.t.n_fac)
+                            + 12 * terms.t.nA + 4 * (6 + terms.t.n_fac + terms.t.n_rc)
+                            + 40 * terms.t.n_grp + 24)
     cdef int nG = terms.t.nG, nA = terms.t.nA
     cdef const Terms* t = &terms.t
     cdef double* buf

@@ -1,5 +1,4 @@
-/* The G4/G5 triplet loop of fingerprint values, in explicit 4-lane vectors (GCC/Clang
-   vector extensions: SSE2 pairs in the portable build, AVX2 in fingerprints_avx2).
+/* The G4/G5 triplet loop of fingerprint values, in 4-lane vectors (vec4.h).
 
    dcf_triplet_block adds, for one central atom's entry 1 and the entries k < n of a block
    (columns X, Y, Z, R2 = r^2, IR = 1/r, P2 = radial factor, readable and finite up to the
@@ -13,37 +12,7 @@
 #ifndef DCF_TRIPLETS_H
 #define DCF_TRIPLETS_H
 
-#include <string.h>
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"    /* 32-byte vectors in static functions only */
-#endif
-
-typedef double dcf_v4d __attribute__((vector_size(32)));
-typedef long long dcf_v4i __attribute__((vector_size(32)));
-
-static inline dcf_v4d dcf_load(const double *p)
-{
-    dcf_v4d v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline void dcf_store(double *p, dcf_v4d v)
-{
-    memcpy(p, &v, sizeof v);
-}
-
-static inline dcf_v4d dcf_select(dcf_v4i mask, dcf_v4d a, dcf_v4d b)
-{
-    dcf_v4i ia, ib;
-    dcf_v4d out;
-    memcpy(&ia, &a, sizeof a);
-    memcpy(&ib, &b, sizeof b);
-    ia = (ia & mask) | (ib & ~mask);
-    memcpy(&out, &ia, sizeof out);
-    return out;
-}
+#include "vec4.h"
 
 static inline dcf_v4d dcf_poly(const double *c, int deg, dcf_v4d x)
 {

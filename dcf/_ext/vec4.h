@@ -1,0 +1,87 @@
+/* 4-lane double vectors (GCC/Clang vector extensions: SSE2 pairs in the portable build,
+   AVX2 in fingerprints_avx2) and the few functions the fingerprint loops need on them. */
+#ifndef DCF_VEC4_H
+#define DCF_VEC4_H
+
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"    /* 32-byte vectors in static functions only */
+#endif
+
+typedef double dcf_v4d __attribute__((vector_size(32)));
+typedef long long dcf_v4i __attribute__((vector_size(32)));
+
+static inline dcf_v4d dcf_load(const double *p)
+{
+    dcf_v4d v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void dcf_store(double *p, dcf_v4d v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+static inline dcf_v4d dcf_select(dcf_v4i mask, dcf_v4d a, dcf_v4d b)
+{
+    dcf_v4i ia, ib;
+    dcf_v4d out;
+    memcpy(&ia, &a, sizeof a);
+    memcpy(&ib, &b, sizeof b);
+    ia = (ia & mask) | (ib & ~mask);
+    memcpy(&out, &ia, sizeof out);
+    return out;
+}
+
+static inline dcf_v4d dcf_as_double(dcf_v4i v)
+{
+    dcf_v4d out;
+    memcpy(&out, &v, sizeof out);
+    return out;
+}
+
+static inline dcf_v4i dcf_as_int(dcf_v4d v)
+{
+    dcf_v4i out;
+    memcpy(&out, &v, sizeof out);
+    return out;
+}
+
+/* exp(-a) for a >= 0 (0 from a = 708 on, like the scalar kernels), to ~1 ulp:
+   2^k exp(t), t = -a - k ln 2 in [-ln2/2, ln2/2], exp(t) by its Taylor series to t^13. */
+static inline dcf_v4d dcf_expneg(dcf_v4d a)
+{
+    const double shifter = 6755399441055744.0;               /* 1.5 * 2^52 */
+    dcf_v4d zero = a - a;
+    dcf_v4d x = dcf_select(a < 708.0, zero - a, zero - 708.0);
+    dcf_v4d kb = x * 1.4426950408889634 + shifter;            /* round(x / ln 2) + shifter */
+    dcf_v4d k = kb - shifter;
+    dcf_v4d t = (x - k * 0.6931471803691238) - k * 1.9082149292705877e-10;
+    dcf_v4d t2 = t * t, t4 = t2 * t2, t8 = t4 * t4;
+    dcf_v4d p = ((1.0 + t) + t2 * (0.5 + t * 0.16666666666666666))
+                + t4 * ((0.041666666666666664 + t * 0.008333333333333333)
+                        + t2 * (0.001388888888888889 + t * 0.0001984126984126984))
+                + t8 * ((2.48015873015873e-05 + t * 2.7557319223985893e-06)
+                        + t2 * (2.755731922398589e-07 + t * 2.505210838544172e-08)
+                        + t4 * (2.08767569878681e-09 + t * 1.6059043836821613e-10));
+    dcf_v4d scale = dcf_as_double((dcf_as_int(kb) + 1023) << 52);
+    return dcf_select(a < 708.0, p * scale, zero);
+}
+
+/* fc(r) = 0.5 (cos(pi r / rc) + 1) = cos^2(sqrt(y)), y = pi^2 r^2 / (4 rc^2), for r < rc,
+   else 0: the series of `_cutoff_sq` in fingerprints.pyx. */
+static inline dcf_v4d dcf_cutoff(dcf_v4d s, double rc)
+{
+    double k = 3.141592653589793 * 3.141592653589793 / (4.0 * rc * rc);
+    dcf_v4d y = k * s, y2 = y * y, y4 = y2 * y2, y8 = y4 * y4;
+    dcf_v4d c = (((1.0 + -0.5 * y) + y2 * (0.041666666666666664 + -0.001388888888888889 * y))
+                 + y4 * ((2.48015873015873e-05 + -2.755731922398589e-07 * y)
+                         + y2 * (2.08767569878681e-09 + -1.1470745597729725e-11 * y)))
+                + y8 * ((4.779477332387385e-14 + -1.5619206968586225e-16 * y)
+                        + y2 * 4.110317623312165e-19);
+    return dcf_select(s < rc * rc, c * c, s - s);
+}
+
+#endif
