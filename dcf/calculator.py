@@ -9,6 +9,7 @@ The model provides the physics through a small contract:
 """
 from __future__ import annotations
 
+import numpy as np
 from ase.calculators.calculator import (Calculator, PropertyNotImplementedError,
                                         all_changes)
 
@@ -26,7 +27,27 @@ class ModelCalculator(Calculator):
         wanted = [p for p in properties if p in self.implemented_properties] or ["forces"]
         self.results.update(self.model.compute(self.atoms, wanted))
 
+    def check_state(self, atoms, tol=1e-15):
+        """ASE's check, after a quick exact one: MD asks for the forces several times per
+        step at unchanged positions, and ASE's tolerant comparison costs more than a
+        network evaluation."""
+        old = self.atoms
+        if (old is not None and len(old) == len(atoms)
+                and np.array_equal(old.positions, atoms.positions)
+                and np.array_equal(old.numbers, atoms.numbers)
+                and np.array_equal(old.cell.array, atoms.cell.array)
+                and np.array_equal(old.pbc, atoms.pbc)
+                and all(_same_array(old.arrays.get(k), atoms.arrays.get(k))
+                        for k in ("initial_charges", "initial_magmoms"))):
+            return []
+        return super().check_state(atoms, tol)
+
     def get_property(self, name, atoms=None, allow_calculation=True):
         if name not in self.implemented_properties:
             raise PropertyNotImplementedError(self.model.missing_property_reason(name))
         return super().get_property(name, atoms, allow_calculation)
+
+
+def _same_array(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None
+                                         and np.array_equal(a, b))

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.io import read, write
-from ase.io.trajectory import Trajectory
 
 from dcf.md import make_dynamics, thermal_velocities
 from dcf.modelfile import load_model
@@ -83,6 +82,22 @@ def test_calculator_gives_the_model_forces_energy_and_stress(setup):
     calls = atoms.calc.results
     atoms.get_forces()                               # cached: same results object content
     assert atoms.calc.results is calls
+    # any change ASE tracks gives a new calculation
+    for change in ("positions", "cell", "numbers", "initial_charges"):
+        moved = atoms.copy()
+        if change == "positions":
+            moved.positions[5, 1] += 1e-9
+        elif change == "cell":
+            moved.set_cell(moved.cell.array * (1 + 1e-9), scale_atoms=False)
+        elif change == "numbers":
+            moved.numbers[[0, -1]] = moved.numbers[[-1, 0]]
+        else:
+            moved.set_initial_charges(np.full(len(moved), 0.1))
+        assert atoms.calc.check_state(moved) != [], change
+        np.testing.assert_allclose(atoms.calc.get_forces(moved), model.forces(moved),
+                                   rtol=1e-12, atol=1e-12)
+    atoms.calc.get_forces(atoms)
+    assert atoms.calc.check_state(atoms.copy()) == []
 
 
 @pytest.mark.parametrize("setup", ["dcf"], indirect=True)

@@ -66,7 +66,7 @@ cdef extern from "triplets.h":
     void _triplet_block "dcf_triplet_block"(
         long n, const double* X, const double* Y, const double* Z, const double* R2,
         const double* IR, const double* P2, double x1, double y1, double z1, double r1s,
-        double ir1, double P1, const double* pc, int deg, double sc, double rc2, int top,
+        double ir1, double P1, const double* pc, int deg, double sc, double rc2, int need,
         double* acc) noexcept nogil
 
 DEF MODE_VALUES = 0
@@ -185,9 +185,9 @@ cdef struct Terms:
                                 # (both |lambda| <= 1) that runs with this one; -2 for
                                 # that later term, -1 if none
     const int* ang_col
-    const int* grp_fused        # 1 + log2 of the largest zeta where every term of group g has
-                                # lambda = +-1 and zeta in 1, 2, 4, ..., 2^NPOW2 and its Q is
-                                # a polynomial or 1 (G5): `triplet_block` takes it; else 0
+    const int* grp_fused        # where every term of group g has lambda = +-1 and zeta in
+                                # 1, 2, 4, ..., 2^NPOW2 and its Q is a polynomial or 1 (G5):
+                                # the bit set of its log2 zeta (`triplet_block`); else 0
     const int* ang_slot         # its term's slot in the fused sums: 2 log2(zeta) + (lambda < 0)
     # vector terms, sorted by neighbor species: vec_start (n_species + 1)
     const int* vec_start
@@ -287,8 +287,8 @@ cdef class CompiledTerms:
             pows = [int(k["ang_izeta"][a]).bit_length() - 1 for a in terms]
             if all(abs(k["ang_lambda"][a]) == 1.0 and k["ang_izeta"][a] == 1 << j
                    and j <= NPOW2 for a, j in zip(terms, pows)):
-                fused[g] = 1 + max(pows)
                 for a, j in zip(terms, pows):
+                    fused[g] |= 1 << j
                     slot[a] = 2 * j + (k["ang_lambda"][a] < 0)
         return fused, slot
 
@@ -559,8 +559,8 @@ cdef void _angular_values(const Terms* t, int nblock, const int* bstart, const i
                                        W + 3 * mp + lo, W + 4 * mp + lo, W + (5 + q) * mp + lo,
                                        W[n1], W[mp + n1], W[2 * mp + n1], W[3 * mp + n1],
                                        W[4 * mp + n1], P1, t.grp_pc + NPOLY * g, deg,
-                                       2.0 / (rcg * rcg), rcg * rcg,
-                                       3 if t.grp_fused[g] <= 3 else NPOW2 + 1, acc + 40 * g)
+                                       2.0 / (rcg * rcg), rcg * rcg, t.grp_fused[g],
+                                       acc + 40 * g)
                         continue
                     if not have_partners:
                         cnt = _partners(n1, lo, hi, r, ir, D, t.pair_rc2[key], partner, pcs,

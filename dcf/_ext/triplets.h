@@ -4,7 +4,7 @@
    (columns X, Y, Z, R2 = r^2, IR = 1/r, P2 = radial factor, readable and finite up to the
    next multiple of 4):
        acc[2 j]     += sum_k w_k (1 + cos_k)^(2^j)
-       acc[2 j + 1] += sum_k w_k (1 - cos_k)^(2^j),        j < top (3 or 5),
+       acc[2 j + 1] += sum_k w_k (1 - cos_k)^(2^j),   j in `need` (bit j set, j <= 4),
    w_k = P1 P2_k Q(s_k) with s_k = r_jk^2, Q the polynomial pc of degree deg (11 or 15) in
    s sc - 1 and zero from rc2 on (G4), or Q = 1 for deg = 0 (G5). cos is not clamped to
    [-1, 1]: with integer powers a round-off beyond it changes a term by ~1e-16 w.
@@ -29,7 +29,7 @@ static void dcf_triplet_block(long n, const double *X, const double *Y, const do
                               const double *R2, const double *IR, const double *P2,
                               double x1, double y1, double z1, double r1s, double ir1,
                               double P1, const double *pc, int deg, double sc, double rc2,
-                              int top, double *acc)
+                              int need, double *acc)
 {
     const dcf_v4d lane = {0.0, 1.0, 2.0, 3.0};
     const dcf_v4d zero = lane - lane;
@@ -37,7 +37,7 @@ static void dcf_triplet_block(long n, const double *X, const double *Y, const do
     dcf_v4d a3 = dcf_load(acc + 12), a4 = dcf_load(acc + 16), a5 = dcf_load(acc + 20);
     dcf_v4d a6 = zero, a7 = zero, a8 = zero, a9 = zero;
     long c;
-    if (top > 3) {
+    if (need > 7) {
         a6 = dcf_load(acc + 24); a7 = dcf_load(acc + 28);
         a8 = dcf_load(acc + 32); a9 = dcf_load(acc + 36);
     }
@@ -53,12 +53,18 @@ static void dcf_triplet_block(long n, const double *X, const double *Y, const do
         if (c + 4 > n)
             w = dcf_select((lane + (double)c) < (double)n, w, zero);
         dcf_v4d xp = 1.0 + cs, xm = 1.0 - cs;
-        a0 += w * xp; a1 += w * xm;
+        if (need & 1) {
+            a0 += w * xp; a1 += w * xm;
+        }
         xp *= xp; xm *= xm;
-        a2 += w * xp; a3 += w * xm;
+        if (need & 2) {
+            a2 += w * xp; a3 += w * xm;
+        }
         xp *= xp; xm *= xm;
-        a4 += w * xp; a5 += w * xm;
-        if (top > 3) {
+        if (need & 4) {
+            a4 += w * xp; a5 += w * xm;
+        }
+        if (need > 7) {
             xp *= xp; xm *= xm;
             a6 += w * xp; a7 += w * xm;
             xp *= xp; xm *= xm;
@@ -67,7 +73,7 @@ static void dcf_triplet_block(long n, const double *X, const double *Y, const do
     }
     dcf_store(acc, a0); dcf_store(acc + 4, a1); dcf_store(acc + 8, a2);
     dcf_store(acc + 12, a3); dcf_store(acc + 16, a4); dcf_store(acc + 20, a5);
-    if (top > 3) {
+    if (need > 7) {
         dcf_store(acc + 24, a6); dcf_store(acc + 28, a7);
         dcf_store(acc + 32, a8); dcf_store(acc + 36, a9);
     }
