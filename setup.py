@@ -39,7 +39,9 @@ def _openmp_flags():
 
 def _avx2_flags():
     """["-mavx2", "-mfma"] on x86-64 where the compiler takes them, else None."""
-    if os.environ.get("DCF_NO_AVX2") or platform.machine().lower() not in ("x86_64", "amd64"):
+    if (os.environ.get("DCF_NO_AVX2", "") not in ("", "0")
+            or platform.machine().lower() not in ("x86_64", "amd64")
+            or "arm64" in os.environ.get("ARCHFLAGS", "")):     # a macOS universal build
         return None
     cc = sysconfig.get_config_var("CC") or "cc"
     flags = ["-mavx2", "-mfma", "-ffp-contract=fast"]
@@ -69,6 +71,7 @@ extensions = [
         f"dcf._ext.{name}",
         [f"dcf/_ext/{name}.pyx"],
         include_dirs=[np.get_include(), "dcf/_ext"],
+        depends=[f"dcf/_ext/{h}.h" for h in ("vec4", "radial", "triplets")],
         extra_compile_args=compile_args + extra,
         extra_link_args=omp_link,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

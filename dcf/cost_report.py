@@ -448,8 +448,10 @@ def write_report(data: dict, report, figures=None, run: dict | None = None) -> P
     if prof:
         L += [f"## Where a DCF MD step spends its time ({prof['n_atoms']} atoms)", "",
               f"Each part timed directly, interleaved, median of {prof['repeats']} repeats "
-              f"(`dcf.costs.profile_dcf_step`). Neighbor list: `Featurizer.environment` (cell "
-              f"list and each element's entries); A is (G+A) - G; networks: `model.predict` "
+              f"(`dcf.costs.profile_dcf_step`). Neighbor list: `Featurizer.environment` along "
+              f"the run (the Verlet list's refresh, its rebuilds at the rate the run makes "
+              f"them, and each element's entries; a mean); A is (G+A) - G; networks: "
+              f"`model.predict` "
               f"for every element; force assembly: the rest of `model.forces`; ASE step: the "
               f"MD step minus the force call (integrator, thermostat, calculator). Differences "
               f"of medians can come out slightly negative in noise.", ""]

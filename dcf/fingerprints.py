@@ -209,6 +209,8 @@ class Featurizer:
         self.spec = FingerprintSpec.resolve(spec)
         self.num_threads = resolve_threads(num_threads)
         self.skin = float(skin)
+        if not (np.isfinite(self.skin) and self.skin >= 0):
+            raise ValueError(f"skin must be a finite number of Angstrom >= 0, got {skin}")
         self._verlet = (VerletList(self.spec.max_cutoff, self.skin, self.num_threads)
                         if self.skin > 0 else None)
         self._kernel = kernel_module(kernel)

@@ -74,6 +74,24 @@ def test_kernel_builds_agree_to_round_off(rng):
                 np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13 * np.abs(b).max())
 
 
+def test_gaussians_beyond_the_exponent_range_are_zero(rng):
+    """eta r^2 above 708 (even infinite) gives exp() = 0 in every pass, not NaN."""
+    spec = FingerprintSpec(["Li", "O", "P"], [
+        {"kind": "G2", "neighbors": "*", "eta": [1e307, 2.0], "Rs": 0.0},
+        {"kind": "G4", "neighbors": "*", "zeta": 1, "lambda": 1, "eta": 1e307},
+        {"kind": "A1", "neighbors": "*", "eta": 1e307, "Rs": 0.0}], cutoff=4.0)
+    atoms = random_atoms(rng)
+    for kernel in KERNELS:
+        f = featurize(atoms, spec, kernel=kernel)
+        fd = featurize(atoms, spec, derivatives=True, kernel=kernel)
+        for el in spec.elements:
+            G = f.G[el]          # G2 (eta 1e307, 2) per neighbor element, then six G4
+            assert np.all(G[:, [0, 2, 4]] == 0) and np.all(G[:, 6:] == 0)
+            assert np.all(np.isfinite(G)) and G[:, [1, 3, 5]].max() > 0
+            np.testing.assert_allclose(f.G[el], fd.G[el], rtol=1e-12, atol=0)
+            np.testing.assert_array_equal(f.A[el], 0.0)
+
+
 def test_kernel_choice(monkeypatch):
     assert KERNELS[-1] == "portable"
     assert Featurizer("mailoa2019-S4", kernel="portable").kernel == "portable"
@@ -82,6 +100,8 @@ def test_kernel_choice(monkeypatch):
     assert Featurizer("mailoa2019-S4").kernel == "portable"
     with pytest.raises(ValueError, match="unknown fingerprint kernel 'sse9'"):
         kernel_module("sse9")
+    with pytest.raises(ValueError, match="skin"):
+        Featurizer("mailoa2019-S4", skin=float("nan"))
     if "avx2" not in KERNELS:
         with pytest.raises(ValueError, match="not available"):
             kernel_module("avx2")

@@ -827,8 +827,9 @@ cdef void _values(const Terms* t, Py_ssize_t m, int nblock, const int* bstart, c
     """Fingerprint values of one central atom (no derivatives), column by column in the
     vector loops of radial.h and triplets.h: G, and the sums V (nA, 3) of V1 and J[9 a] =
     sum |D| g of the covariant vectors. P (m, n_fac) receives the radial factors. tw holds
-    the columns, of stride m + 4 (entries, then zeros): x, y, z, r^2, 1/r, P_q (n_fac), r,
-    fc_q (n_rc); then the lanes of `_angular_values`."""
+    the columns, of stride m + 4: x, y, z, r^2, 1/r, P_q (n_fac), r, fc_q (n_rc), then the
+    lanes of `_angular_values`. Past the m entries, x, y, z, r^2, 1/r and r are 0, so fc
+    and P there are 1: finite, and every loop masks the lanes past its entries."""
     cdef Py_ssize_t mp = m + 4, n
     cdef int n_fac = t.n_fac, n_rc = t.n_rc, ncol = 6 + t.n_fac + t.n_rc
     cdef int c, k, q, b, s, tt, col, lo, cnt

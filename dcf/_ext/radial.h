@@ -27,7 +27,7 @@ static inline dcf_v4d dcf_gaussian(const double *R, const double *FC, long c, lo
     const dcf_v4d lane = {0.0, 1.0, 2.0, 3.0};
     dcf_v4d x = dcf_load(R + c) - rs;
     dcf_v4d g = dcf_expneg(eta * (x * x)) * dcf_load(FC + c);
-    return dcf_select((lane + (double)c) < (double)n, g, g - g);
+    return dcf_select((lane + (double)c) < (double)n, g, DCF_ZERO);
 }
 
 /* G2: sum over k < n of exp(-eta (r_k - rs)^2) fc_k. */

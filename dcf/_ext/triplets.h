@@ -32,7 +32,7 @@ static void dcf_triplet_block(long n, const double *X, const double *Y, const do
                               int need, double *acc)
 {
     const dcf_v4d lane = {0.0, 1.0, 2.0, 3.0};
-    const dcf_v4d zero = lane - lane;
+    const dcf_v4d zero = DCF_ZERO;
     dcf_v4d a0 = dcf_load(acc), a1 = dcf_load(acc + 4), a2 = dcf_load(acc + 8);
     dcf_v4d a3 = dcf_load(acc + 12), a4 = dcf_load(acc + 16), a5 = dcf_load(acc + 20);
     dcf_v4d a6 = zero, a7 = zero, a8 = zero, a9 = zero;

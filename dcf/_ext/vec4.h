@@ -10,7 +10,10 @@
 #endif
 
 typedef double dcf_v4d __attribute__((vector_size(32)));
-typedef long long dcf_v4i __attribute__((vector_size(32)));
+typedef long long dcf_v4i __attribute__((vector_size(32)));            /* masks */
+typedef unsigned long long dcf_v4u __attribute__((vector_size(32)));   /* bit patterns */
+
+#define DCF_ZERO ((dcf_v4d){0.0, 0.0, 0.0, 0.0})
 
 static inline dcf_v4d dcf_load(const double *p)
 {
@@ -35,27 +38,26 @@ static inline dcf_v4d dcf_select(dcf_v4i mask, dcf_v4d a, dcf_v4d b)
     return out;
 }
 
-static inline dcf_v4d dcf_as_double(dcf_v4i v)
+static inline dcf_v4d dcf_as_double(dcf_v4u v)
 {
     dcf_v4d out;
     memcpy(&out, &v, sizeof out);
     return out;
 }
 
-static inline dcf_v4i dcf_as_int(dcf_v4d v)
+static inline dcf_v4u dcf_as_bits(dcf_v4d v)
 {
-    dcf_v4i out;
+    dcf_v4u out;
     memcpy(&out, &v, sizeof out);
     return out;
 }
 
-/* exp(-a) for a >= 0 (0 from a = 708 on, like the scalar kernels), to ~1 ulp:
+/* exp(-a) for a >= 0 (0 from a = 708 on, like the scalar kernels), to 2 ulp:
    2^k exp(t), t = -a - k ln 2 in [-ln2/2, ln2/2], exp(t) by its Taylor series to t^13. */
 static inline dcf_v4d dcf_expneg(dcf_v4d a)
 {
     const double shifter = 6755399441055744.0;               /* 1.5 * 2^52 */
-    dcf_v4d zero = a - a;
-    dcf_v4d x = dcf_select(a < 708.0, zero - a, zero - 708.0);
+    dcf_v4d x = dcf_select(a < 708.0, -a, DCF_ZERO - 708.0);
     dcf_v4d kb = x * 1.4426950408889634 + shifter;            /* round(x / ln 2) + shifter */
     dcf_v4d k = kb - shifter;
     dcf_v4d t = (x - k * 0.6931471803691238) - k * 1.9082149292705877e-10;
@@ -66,8 +68,8 @@ static inline dcf_v4d dcf_expneg(dcf_v4d a)
                 + t8 * ((2.48015873015873e-05 + t * 2.7557319223985893e-06)
                         + t2 * (2.755731922398589e-07 + t * 2.505210838544172e-08)
                         + t4 * (2.08767569878681e-09 + t * 1.6059043836821613e-10));
-    dcf_v4d scale = dcf_as_double((dcf_as_int(kb) + 1023) << 52);
-    return dcf_select(a < 708.0, p * scale, zero);
+    dcf_v4d scale = dcf_as_double((dcf_as_bits(kb) + 1023) << 52);
+    return dcf_select(a < 708.0, p * scale, DCF_ZERO);
 }
 
 /* fc(r) = 0.5 (cos(pi r / rc) + 1) = cos^2(sqrt(y)), y = pi^2 r^2 / (4 rc^2), for r < rc,
@@ -81,7 +83,7 @@ static inline dcf_v4d dcf_cutoff(dcf_v4d s, double rc)
                          + y2 * (2.08767569878681e-09 + -1.1470745597729725e-11 * y)))
                 + y8 * ((4.779477332387385e-14 + -1.5619206968586225e-16 * y)
                         + y2 * 4.110317623312165e-19);
-    return dcf_select(s < rc * rc, c * c, s - s);
+    return dcf_select(s < rc * rc, c * c, DCF_ZERO);
 }
 
 #endif
