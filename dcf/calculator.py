@@ -28,18 +28,19 @@ class ModelCalculator(Calculator):
         self.results.update(self.model.compute(self.atoms, wanted))
 
     def check_state(self, atoms, tol=1e-15):
-        """ASE's check, after a quick exact one: MD asks for the forces several times per
-        step at unchanged positions, and ASE's tolerant comparison costs more than a
-        network evaluation."""
+        """ASE's check, after quick exact ones: MD asks for the forces several times per step,
+        and ASE's tolerant comparison costs more than a network evaluation. New positions
+        give ["positions"] at once (whatever else changed, everything is recomputed)."""
         old = self.atoms
-        if (old is not None and len(old) == len(atoms)
-                and np.array_equal(old.positions, atoms.positions)
-                and np.array_equal(old.numbers, atoms.numbers)
-                and np.array_equal(old.cell.array, atoms.cell.array)
-                and np.array_equal(old.pbc, atoms.pbc)
-                and all(_same_array(old.arrays.get(k), atoms.arrays.get(k))
-                        for k in ("initial_charges", "initial_magmoms"))):
-            return []
+        if old is not None and len(old) == len(atoms):
+            if not np.array_equal(old.positions, atoms.positions):
+                return ["positions"]
+            if (np.array_equal(old.numbers, atoms.numbers)
+                    and np.array_equal(old.cell.array, atoms.cell.array)
+                    and np.array_equal(old.pbc, atoms.pbc)
+                    and all(_same_array(old.arrays.get(k), atoms.arrays.get(k))
+                            for k in ("initial_charges", "initial_magmoms"))):
+                return []
         return super().check_state(atoms, tol)
 
     def get_property(self, name, atoms=None, allow_calculation=True):

@@ -22,6 +22,8 @@ head weights, so inference is the same code for every stage. Training lives in
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from dcf.mlp import ACTIVATIONS, MLP
@@ -95,9 +97,13 @@ class NetworkStack:
 
 def gram_features(A: np.ndarray) -> np.ndarray:
     """Invariants A_k . A_l, k <= l (upper triangle with diagonal), of axes A (n, nA, 3)."""
-    nA = A.shape[1]
-    k, l = np.triu_indices(nA)
+    k, l = _upper_triangle(A.shape[1])
     return np.einsum("nkc,nlc->nkl", A, A)[:, k, l]
+
+
+@functools.lru_cache(maxsize=None)
+def _upper_triangle(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(n)
 
 
 class ElementNetworks:
