@@ -16,46 +16,42 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 
-def _openmp_flags():
-    """Return (compile, link) flags for OpenMP if a test program builds, else ([], [])."""
-    if os.environ.get("DCF_NO_OPENMP"):
-        return [], []
+def _compiles(flags, program: str) -> bool:
+    """Whether the C compiler builds `program` with `flags`."""
     cc = sysconfig.get_config_var("CC") or "cc"
-    flag = "-fopenmp"
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "t.c")
         with open(src, "w") as fh:
-            fh.write("#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n")
-        try:
-            res = subprocess.run(cc.split() + [flag, src, "-o", os.path.join(tmp, "t")],
-                                 capture_output=True)
-        except OSError:
-            return [], []
-    if res.returncode != 0:
-        print("dcf: OpenMP not available, building serial kernels", file=sys.stderr)
-        return [], []
-    return [flag], [flag]
-
-
-def _avx2_flags():
-    """["-mavx2", "-mfma"] on x86-64 where the compiler takes them, else None."""
-    if (os.environ.get("DCF_NO_AVX2", "") not in ("", "0")
-            or platform.machine().lower() not in ("x86_64", "amd64")
-            or "arm64" in os.environ.get("ARCHFLAGS", "")):     # a macOS universal build
-        return None
-    cc = sysconfig.get_config_var("CC") or "cc"
-    flags = ["-mavx2", "-mfma", "-ffp-contract=fast"]
-    with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "t.c")
-        with open(src, "w") as fh:
-            fh.write("#include <immintrin.h>\nint main(void){__m256d x = _mm256_set1_pd(1.0);"
-                     "return (int)_mm256_cvtsd_f64(_mm256_fmadd_pd(x, x, x)) != 2;}\n")
+            fh.write(program)
         try:
             res = subprocess.run(cc.split() + flags + [src, "-o", os.path.join(tmp, "t")],
                                  capture_output=True)
         except OSError:
-            return None
-    return flags if res.returncode == 0 else None
+            return False
+    return res.returncode == 0
+
+
+def _openmp_flags():
+    """Return (compile, link) flags for OpenMP if a test program builds, else ([], [])."""
+    if os.environ.get("DCF_NO_OPENMP"):
+        return [], []
+    if not _compiles(["-fopenmp"], "#include <omp.h>\n"
+                     "int main(void){return omp_get_max_threads() < 1;}\n"):
+        print("dcf: OpenMP not available, building serial kernels", file=sys.stderr)
+        return [], []
+    return ["-fopenmp"], ["-fopenmp"]
+
+
+def _avx2_flags():
+    """AVX2, FMA and fused multiply-adds on x86-64 where the compiler takes them, else None."""
+    if (os.environ.get("DCF_NO_AVX2", "") not in ("", "0")
+            or platform.machine().lower() not in ("x86_64", "amd64")
+            or "arm64" in os.environ.get("ARCHFLAGS", "")):     # a macOS universal build
+        return None
+    flags = ["-mavx2", "-mfma", "-ffp-contract=fast"]
+    program = ("#include <immintrin.h>\nint main(void){__m256d x = _mm256_set1_pd(1.0);"
+               "return (int)_mm256_cvtsd_f64(_mm256_fmadd_pd(x, x, x)) != 2;}\n")
+    return flags if _compiles(flags, program) else None
 
 
 omp_compile, omp_link = _openmp_flags()

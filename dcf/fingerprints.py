@@ -209,10 +209,8 @@ class Featurizer:
         self.spec = FingerprintSpec.resolve(spec)
         self.num_threads = resolve_threads(num_threads)
         self.skin = float(skin)
-        if not (np.isfinite(self.skin) and self.skin >= 0):
-            raise ValueError(f"skin must be a finite number of Angstrom >= 0, got {skin}")
         self._verlet = (VerletList(self.spec.max_cutoff, self.skin, self.num_threads)
-                        if self.skin > 0 else None)
+                        if self.skin != 0.0 else None)       # VerletList checks the skin
         self._kernel = kernel_module(kernel)
         self._cutoffs = [self.spec.element_cutoff(el) for el in self.spec.elements]
         # atomic number -> index in spec.elements, -1 for elements the spec lacks
@@ -238,13 +236,13 @@ class Featurizer:
         species = self._species_of[np.clip(numbers, 0, len(self._species_of) - 1)]
         if np.any(species < 0):
             self.spec.check_symbols(atoms.get_chemical_symbols(), source)
-        present = np.flatnonzero(np.bincount(species, minlength=len(self.spec.elements)))
-        cutoff = max((self._cutoffs[s] for s in present), default=1.0)
         if self._verlet is not None:
             self._verlet.num_threads = self.num_threads
             nl = self._verlet.update(atoms.positions, atoms.cell.array, atoms.pbc, numbers)
         else:
-            nl = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff,
+            present = np.flatnonzero(np.bincount(species, minlength=len(self._cutoffs)))
+            nl = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc,
+                                     max((self._cutoffs[s] for s in present), default=1.0),
                                      self.num_threads)
         if len(nl) and nl.d.min() < 1e-8:
             k = int(np.argmin(nl.d))

@@ -29,7 +29,12 @@ cnp.import_array()
 cdef extern from *:
     # pointers that alias no other argument: lets gcc vectorize loops over several arrays
     ctypedef const double* cdouble_r "const double * CYTHON_RESTRICT"
-    ctypedef double* double_r "double * CYTHON_RESTRICT"
+
+cdef extern from "vec4.h":
+    double _poly11 "dcf_poly11"(const double* c, double x) noexcept nogil
+    double _poly15 "dcf_poly15"(const double* c, double x) noexcept nogil
+    const double* COS_SQRT_SERIES "dcf_cos_sqrt_series"
+    const double* SINC_SQRT_SERIES "dcf_sinc_sqrt_series"
 
 cdef extern from *:
     """
@@ -77,8 +82,8 @@ DEF NPOW2 = 4           # the fused triplet loop takes zeta up to 2^NPOW2
 
 
 def _estrin(c, x):
-    """`_poly11` (len(c) == 12) or `_poly15` (16) in numpy: the same operations in the
-    same order."""
+    """DCF_POLY11 (len(c) == 12) or DCF_POLY15 (16) of vec4.h in numpy: the same
+    operations in the same order."""
     x2 = x * x
     x4 = x2 * x2
     x8 = x4 * x4
@@ -334,17 +339,14 @@ cdef inline double _expneg(double a) noexcept nogil:
 cdef inline void _cutoff_sq(double s, double rc, double* fc, double* dfc_ds) noexcept nogil:
     """fc and dfc/ds as functions of s = r^2 (r < rc), with no sqrt and no cos:
     fc = cos^2(sqrt(y)), y = pi^2 s / (4 rc^2), from the Taylor series of cos(sqrt(y)) and
-    sin(sqrt(y))/sqrt(y) to y^10 (error below 1e-16 on 0 <= y <= pi^2/4), evaluated by
-    Estrin's scheme for a short dependency chain."""
+    sin(sqrt(y))/sqrt(y) to y^10 (error below 1e-16 on 0 <= y <= pi^2/4, vec4.h), evaluated
+    by Estrin's scheme for a short dependency chain."""
     cdef double k = M_PI * M_PI / (4.0 * rc * rc)
     cdef double y = k * s
-    cdef double y2 = y * y
-    cdef double y4 = y2 * y2
-    cdef double y8 = y4 * y4
-    cdef double c = ((((1.0 + -0.5 * y) + y2 * (0.041666666666666664 + -0.001388888888888889 * y)) + y4 * ((2.48015873015873e-05 + -2.755731922398589e-07 * y) + y2 * (2.08767569878681e-09 + -1.1470745597729725e-11 * y))) + y8 * ((4.779477332387385e-14 + -1.5619206968586225e-16 * y) + y2 * 4.110317623312165e-19))
+    cdef double c = _poly11(COS_SQRT_SERIES, y)
     fc[0] = c * c
     if dfc_ds != NULL:
-        dfc_ds[0] = -c * k * ((((1.0 + -0.16666666666666666 * y) + y2 * (0.008333333333333333 + -0.0001984126984126984 * y)) + y4 * ((2.7557319223985893e-06 + -2.505210838544172e-08 * y) + y2 * (1.6059043836821613e-10 + -7.647163731819816e-13 * y))) + y8 * ((2.8114572543455206e-15 + -8.22063524662433e-18 * y) + y2 * 1.9572941063391263e-20))
+        dfc_ds[0] = -c * k * _poly11(SINC_SQRT_SERIES, y)
 
 
 cdef inline void _cutoff(double r, double rc, double* fc, double* dfc) noexcept nogil:
@@ -356,27 +358,6 @@ cdef inline void _cutoff(double r, double rc, double* fc, double* dfc) noexcept 
     else:
         fc[0] = 0.0
         dfc[0] = 0.0
-
-
-cdef inline double _poly11(const double* c, double x) noexcept nogil:
-    """c[0] + c[1] x + ... + c[11] x^11 by Estrin's scheme."""
-    cdef double x2 = x * x
-    cdef double x4 = x2 * x2
-    cdef double x8 = x4 * x4
-    return ((((c[0] + c[1] * x) + x2 * (c[2] + c[3] * x))
-             + x4 * ((c[4] + c[5] * x) + x2 * (c[6] + c[7] * x)))
-            + x8 * ((c[8] + c[9] * x) + x2 * (c[10] + c[11] * x)))
-
-
-cdef inline double _poly15(const double* c, double x) noexcept nogil:
-    """c[0] + c[1] x + ... + c[15] x^15 by Estrin's scheme."""
-    cdef double x2 = x * x
-    cdef double x4 = x2 * x2
-    cdef double x8 = x4 * x4
-    return ((((c[0] + c[1] * x) + x2 * (c[2] + c[3] * x))
-             + x4 * ((c[4] + c[5] * x) + x2 * (c[6] + c[7] * x)))
-            + x8 * (((c[8] + c[9] * x) + x2 * (c[10] + c[11] * x))
-                    + x4 * ((c[12] + c[13] * x) + x2 * (c[14] + c[15] * x))))
 
 
 cdef inline double _sq(double x) noexcept nogil:

@@ -17,12 +17,9 @@
 static inline dcf_v4d dcf_poly(const double *c, int deg, dcf_v4d x)
 {
     dcf_v4d x2 = x * x, x4 = x2 * x2, x8 = x4 * x4;
-    dcf_v4d lo = ((c[0] + c[1] * x) + x2 * (c[2] + c[3] * x))
-                 + x4 * ((c[4] + c[5] * x) + x2 * (c[6] + c[7] * x));
     if (deg == 11)
-        return lo + x8 * ((c[8] + c[9] * x) + x2 * (c[10] + c[11] * x));
-    return lo + x8 * (((c[8] + c[9] * x) + x2 * (c[10] + c[11] * x))
-                      + x4 * ((c[12] + c[13] * x) + x2 * (c[14] + c[15] * x)));
+        return DCF_POLY11(c, x, x2, x4, x8);
+    return DCF_POLY15(c, x, x2, x4, x8);
 }
 
 static void dcf_triplet_block(long n, const double *X, const double *Y, const double *Z,
