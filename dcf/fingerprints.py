@@ -33,25 +33,30 @@ from dcf.neighbors import NeighborList, VerletList, build_neighbor_list, resolve
 from dcf.spec import FingerprintSpec, SpecError
 
 _MODE_VALUES, _MODE_DERIVATIVES, _MODE_FORCES = 0, 1, 2
-KERNELS = ("auto", "avx2", "portable")
+KERNELS = ("auto", "avx512", "avx2", "portable")
+_MODULES = {"avx512": "fingerprints_avx512", "avx2": "fingerprints_avx2",
+            "portable": "fingerprints"}
 
 
 def kernels_available() -> list[str]:
-    """The kernel builds this machine can run: "portable" always, "avx2" where it was
-    built (x86-64) and the CPU has AVX2 and FMA."""
-    out = ["portable"]
-    if _portable.cpu_has_avx2_fma():
-        try:
-            importlib.import_module("dcf._ext.fingerprints_avx2")
-            out.insert(0, "avx2")
-        except ImportError:
-            pass
-    return out
+    """The kernel builds this machine can run, fastest first: "avx512" and "avx2" where they
+    were built (x86-64) and the CPU has AVX-512F, AVX2 and FMA (resp. AVX2 and FMA), and
+    "portable" always."""
+    out = []
+    for name, usable in (("avx512", _portable.cpu_has_avx512f),
+                         ("avx2", _portable.cpu_has_avx2_fma)):
+        if usable():
+            try:
+                importlib.import_module(f"dcf._ext.{_MODULES[name]}")
+                out.append(name)
+            except ImportError:
+                pass
+    return out + ["portable"]
 
 
 def kernel_module(name: str | None = None):
-    """The fingerprint kernel module: `name` "avx2", "portable" or "auto" (default: the
-    DCF_KERNEL environment variable, else "auto", the fastest available)."""
+    """The fingerprint kernel module: `name` "avx512", "avx2", "portable" or "auto" (default:
+    the DCF_KERNEL environment variable, else "auto", the fastest available)."""
     name = name or os.environ.get("DCF_KERNEL") or "auto"
     if name not in KERNELS:
         raise ValueError(f"unknown fingerprint kernel {name!r} (DCF_KERNEL); "
@@ -62,7 +67,9 @@ def kernel_module(name: str | None = None):
     elif name not in available:
         raise ValueError(f"fingerprint kernel {name!r} is not available here "
                          f"(available: {', '.join(available)})")
-    return importlib.import_module(f"dcf._ext.fingerprints{'_avx2' if name == 'avx2' else ''}")
+    return importlib.import_module(f"dcf._ext.{_MODULES[name]}")
+
+
 _RADIAL = {"G1": 1, "G2": 2, "G3": 3}
 
 
@@ -198,8 +205,8 @@ class Featurizer:
     """Computes a spec's fingerprints; holds the compiled terms between calls (MD).
 
     num_threads: OpenMP threads over central atoms (default: DCF_NUM_THREADS or
-    OMP_NUM_THREADS, else 1). kernel: "auto" (default, or DCF_KERNEL), "avx2" or "portable"
-    (`kernel_module`); the builds agree to round-off. skin (Angstrom): with skin > 0 the
+    OMP_NUM_THREADS, else 1). kernel: "auto" (default, or DCF_KERNEL), "avx512", "avx2" or
+    "portable" (`kernel_module`); the builds agree to round-off. skin (Angstrom): with skin > 0 the
     neighbor list is a `VerletList`, rebuilt only once some atom has moved skin / 2 (MD,
     where one Featurizer sees the same atoms step after step).
     """

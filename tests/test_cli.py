@@ -1,5 +1,4 @@
 """The `dcf` command line, run as a user would."""
-import json
 import subprocess
 import sys
 from pathlib import Path

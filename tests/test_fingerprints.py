@@ -102,9 +102,10 @@ def test_kernel_choice(monkeypatch):
         kernel_module("sse9")
     with pytest.raises(ValueError, match="skin"):
         Featurizer("mailoa2019-S4", skin=float("nan"))
-    if "avx2" not in KERNELS:
-        with pytest.raises(ValueError, match="not available"):
-            kernel_module("avx2")
+    for name in ("avx512", "avx2"):
+        if name not in KERNELS:
+            with pytest.raises(ValueError, match="not available"):
+                kernel_module(name)
 
 
 @given(seed=st.integers(0, 2**31), pbc=st.lists(st.booleans(), min_size=3, max_size=3),

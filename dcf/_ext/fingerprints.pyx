@@ -30,7 +30,9 @@ cdef extern from *:
     # pointers that alias no other argument: lets gcc vectorize loops over several arrays
     ctypedef const double* cdouble_r "const double * CYTHON_RESTRICT"
 
-cdef extern from "vec4.h":
+cdef extern from "vec.h":
+    const int DCF_LANES         # vector lanes: 8 in the AVX-512 build, else 4
+    double _hsum_at "dcf_hsum_at"(const double* p) noexcept nogil
     double _poly11 "dcf_poly11"(const double* c, double x) noexcept nogil
     double _poly15 "dcf_poly15"(const double* c, double x) noexcept nogil
     const double* COS_SQRT_SERIES "dcf_cos_sqrt_series"
@@ -43,18 +45,23 @@ cdef extern from *:
     #else
     #define DCF_AVX2 0
     #endif
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    #define DCF_CPU_HAS(feature) (__builtin_cpu_init(), __builtin_cpu_supports(feature))
+    #else
+    #define DCF_CPU_HAS(feature) 0
+    #endif
     static int dcf_cpu_has_avx2_fma(void)
     {
-    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    #else
-        return 0;
-    #endif
+        return DCF_CPU_HAS("avx2") && DCF_CPU_HAS("fma");
+    }
+    static int dcf_cpu_has_avx512f(void)
+    {
+        return dcf_cpu_has_avx2_fma() && DCF_CPU_HAS("avx512f");
     }
     """
-    const int DCF_AVX2      # 1 where this module is built for AVX2 (fingerprints_avx2)
+    const int DCF_AVX2      # 1 in the builds for AVX2 (fingerprints_avx2, fingerprints_avx512)
     int dcf_cpu_has_avx2_fma() noexcept nogil
+    int dcf_cpu_has_avx512f() noexcept nogil
 
 cdef extern from "radial.h":
     void _cutoff_column "dcf_cutoff_column"(long n, const double* S, double rc,
@@ -68,11 +75,9 @@ cdef extern from "radial.h":
                                       double eta, double rs, double* out) noexcept nogil
 
 cdef extern from "triplets.h":
-    void _triplet_block "dcf_triplet_block"(
-        long n, const double* X, const double* Y, const double* Z, const double* R2,
-        const double* IR, const double* P2, double x1, double y1, double z1, double r1s,
-        double ir1, double P1, const double* pc, int deg, double sc, double rc2, int need,
-        double* acc) noexcept nogil
+    void _triplet_pairs "dcf_triplet_pairs"(
+        long a0, long a1, long b0, long b1, int same, const double* W, long mp, int q,
+        const double* pc, int deg, double sc, double rc2, int need, double* acc) noexcept nogil
 
 DEF MODE_VALUES = 0
 DEF MODE_DERIVATIVES = 1
@@ -82,7 +87,7 @@ DEF NPOW2 = 4           # the fused triplet loop takes zeta up to 2^NPOW2
 
 
 def _estrin(c, x):
-    """DCF_POLY11 (len(c) == 12) or DCF_POLY15 (16) of vec4.h in numpy: the same
+    """DCF_POLY11 (len(c) == 12) or DCF_POLY15 (16) of vec.h in numpy: the same
     operations in the same order."""
     x2 = x * x
     x4 = x2 * x2
@@ -339,7 +344,7 @@ cdef inline double _expneg(double a) noexcept nogil:
 cdef inline void _cutoff_sq(double s, double rc, double* fc, double* dfc_ds) noexcept nogil:
     """fc and dfc/ds as functions of s = r^2 (r < rc), with no sqrt and no cos:
     fc = cos^2(sqrt(y)), y = pi^2 s / (4 rc^2), from the Taylor series of cos(sqrt(y)) and
-    sin(sqrt(y))/sqrt(y) to y^10 (error below 1e-16 on 0 <= y <= pi^2/4, vec4.h), evaluated
+    sin(sqrt(y))/sqrt(y) to y^10 (error below 1e-16 on 0 <= y <= pi^2/4, vec.h), evaluated
     by Estrin's scheme for a short dependency chain."""
     cdef double k = M_PI * M_PI / (4.0 * rc * rc)
     cdef double y = k * s
@@ -500,27 +505,38 @@ cdef void _angular_values(const Terms* t, int nblock, const int* bstart, const i
                           double* pcs, double* prjk2, double* B, double* G) noexcept nogil:
     """G4/G5 values only (no derivatives): the hot loop of DCF inference.
 
-    In the AVX2 build, groups whose terms all have lambda = +-1 and zeta = 1, 2, 4, ...
-    (`grp_fused`) run in `triplet_block` (triplets.h), one vector loop per entry n1 and
-    species block, with the sums kept in lanes acc (n_grp, 40) until the end. W holds its columns, of stride mp
-    (entries, then zeros): x, y, z, r^2, 1/r and the radial factors P_q. Other groups keep
-    the partners within r_jk < Rc first (about half in a dense system) and sum term by term:
-    with SSE2's two lanes, skipping the other half pays more than wider vectors."""
+    In the AVX2 and AVX-512 builds, groups whose terms all have lambda = +-1 and zeta = 1, 2, 4, ...
+    (`grp_fused`) run in `triplet_pairs` (triplets.h), one call per pair of species blocks,
+    with the sums kept in lanes acc (n_grp, 10 lanes) until the end. W holds its columns, of
+    stride mp (entries, then zeros): x, y, z, r^2, 1/r and the radial factors P_q. Other
+    groups keep the partners within r_jk < Rc first (about half in a dense system) and sum
+    term by term: with SSE2's two lanes, skipping the other half pays more than wider
+    vectors."""
     cdef const int* pair_start = t.pair_start
     cdef const int* grp_fac = t.grp_fac
     cdef const int* grp_start = t.grp_start
     cdef int n_fac = t.n_fac, ns = t.n_species
-    cdef int b1, b2, key, g, q, cnt, c, tt, n1, mt, lo, hi, deg, l
+    cdef int b1, b2, key, g, q, cnt, c, tt, n1, mt, lo, hi, l
     cdef double P1, sa, sb, rcg
-    cdef bint have_partners
-    cdef double* a
+    cdef bint have_partners, have_slow
+    cdef int nacc = 10 * DCF_LANES
     for g in range(t.n_grp):
-        for c in range(40):
-            acc[40 * g + c] = 0.0
+        for c in range(nacc):
+            acc[nacc * g + c] = 0.0
     for b1 in range(nblock):
         for b2 in range(b1, nblock):
             key = sp[bstart[b1]] * ns + sp[bstart[b2]]
-            if pair_start[key] == pair_start[key + 1]:
+            have_slow = False
+            for g in range(pair_start[key], pair_start[key + 1]):
+                if DCF_AVX2 and t.grp_fused[g]:
+                    rcg = t.rc[t.grp_rc[g]]
+                    _triplet_pairs(bstart[b1], bstart[b1 + 1], bstart[b2], bstart[b2 + 1],
+                                   b1 == b2, W, mp, grp_fac[g], t.grp_pc + NPOLY * g,
+                                   t.grp_poly[g] if t.grp_kind[g] == 4 else 0,
+                                   2.0 / (rcg * rcg), rcg * rcg, t.grp_fused[g], acc + nacc * g)
+                else:
+                    have_slow = True
+            if not have_slow:
                 continue
             hi = bstart[b2 + 1]
             for n1 in range(bstart[b1], bstart[b1 + 1]):
@@ -529,19 +545,11 @@ cdef void _angular_values(const Terms* t, int nblock, const int* bstart, const i
                     continue
                 have_partners = False
                 for g in range(pair_start[key], pair_start[key + 1]):
+                    if DCF_AVX2 and t.grp_fused[g]:
+                        continue
                     q = grp_fac[g]
                     P1 = P[n1 * n_fac + q]
                     if P1 == 0.0:
-                        continue
-                    if DCF_AVX2 and t.grp_fused[g]:
-                        deg = t.grp_poly[g] if t.grp_kind[g] == 4 else 0
-                        rcg = t.rc[t.grp_rc[g]]
-                        _triplet_block(hi - lo, W + lo, W + mp + lo, W + 2 * mp + lo,
-                                       W + 3 * mp + lo, W + 4 * mp + lo, W + (5 + q) * mp + lo,
-                                       W[n1], W[mp + n1], W[2 * mp + n1], W[3 * mp + n1],
-                                       W[4 * mp + n1], P1, t.grp_pc + NPOLY * g, deg,
-                                       2.0 / (rcg * rcg), rcg * rcg, t.grp_fused[g],
-                                       acc + 40 * g)
                         continue
                     if not have_partners:
                         cnt = _partners(n1, lo, hi, r, ir, D, t.pair_rc2[key], partner, pcs,
@@ -563,8 +571,8 @@ cdef void _angular_values(const Terms* t, int nblock, const int* bstart, const i
     for g in range(t.n_grp):
         if DCF_AVX2 and t.grp_fused[g]:
             for tt in range(grp_start[g], grp_start[g + 1]):
-                a = acc + 40 * g + 4 * t.ang_slot[tt]
-                G[t.ang_col[tt]] += t.ang_coef[tt] * ((a[0] + a[1]) + (a[2] + a[3]))
+                G[t.ang_col[tt]] += t.ang_coef[tt] * _hsum_at(
+                    acc + nacc * g + DCF_LANES * t.ang_slot[tt])
 
 
 cdef void _powers2(int cnt, const double* cs, double la, double lb, int iz, double zeta,
@@ -808,10 +816,10 @@ cdef void _values(const Terms* t, Py_ssize_t m, int nblock, const int* bstart, c
     """Fingerprint values of one central atom (no derivatives), column by column in the
     vector loops of radial.h and triplets.h: G, and the sums V (nA, 3) of V1 and J[9 a] =
     sum |D| g of the covariant vectors. P (m, n_fac) receives the radial factors. tw holds
-    the columns, of stride m + 4: x, y, z, r^2, 1/r, P_q (n_fac), r, fc_q (n_rc), then the
+    the columns, of stride m + lanes: x, y, z, r^2, 1/r, P_q (n_fac), r, fc_q (n_rc), then the
     lanes of `_angular_values`. Past the m entries, x, y, z, r^2, 1/r and r are 0, so fc
     and P there are 1: finite, and every loop masks the lanes past its entries."""
-    cdef Py_ssize_t mp = m + 4, n
+    cdef Py_ssize_t mp = m + DCF_LANES, n
     cdef int n_fac = t.n_fac, n_rc = t.n_rc, ncol = 6 + t.n_fac + t.n_rc
     cdef int c, k, q, b, s, tt, col, lo, cnt
     cdef double* R2 = tw + 3 * mp
@@ -892,7 +900,7 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
     cdef double* Q = ir + m + 4
     cdef double* dQ = Q + m + 4
     cdef double* tw = dQ + m + 4        # (19, m) for _angular_gradients; (6 + n_fac + n_rc,
-                                        # m + 4) and (n_grp, 40) for _values
+                                        # m + lanes) and (n_grp, 10 lanes) for _values
     cdef int* partner = sp + m
     cdef int* bstart = partner + m
     cdef int nblock
@@ -1033,8 +1041,8 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
 
 
 def simd() -> str:
-    """The instruction set this module was built for: "avx2" or "portable"."""
-    return "avx2" if DCF_AVX2 else "portable"
+    """The instruction set this module was built for: "avx512", "avx2" or "portable"."""
+    return "avx512" if DCF_LANES == 8 else "avx2" if DCF_AVX2 else "portable"
 
 
 def cpu_has_avx2_fma() -> bool:
@@ -1042,13 +1050,22 @@ def cpu_has_avx2_fma() -> bool:
     return bool(dcf_cpu_has_avx2_fma())
 
 
+def cpu_has_avx512f() -> bool:
+    """Whether the CPU running this (and its OS) supports AVX-512F, AVX2 and FMA."""
+    return bool(dcf_cpu_has_avx512f())
+
+
 def select_entries(const Py_ssize_t[::1] first, const double[::1] d, const Py_ssize_t[::1] nl_j,
                    const int[::1] species, int n_species,
                    const Py_ssize_t[::1] centers, double cutoff):
     """Neighbor entries of `centers` closer than `cutoff`, each center's sorted by the
-    neighbor's species (stable): (pfirst (n_c + 1,), entry (p,))."""
-    cdef Py_ssize_t nc = centers.shape[0], c, e, p = 0
+    neighbor's species (stable): (pfirst (n_c + 1,), entry (p,)).
+
+    Branch-free (a counting sort whose entries beyond the cutoff go to a spare last slot):
+    in MD about a third of the Verlet list's entries lie beyond the cutoff, in no pattern."""
+    cdef Py_ssize_t nc = centers.shape[0], c, e, p = 0, k
     cdef int s
+    cdef bint inside
     pfirst_np = np.zeros(nc + 1, dtype=np.intp)
     count_np = np.zeros((nc, n_species), dtype=np.intp)
     cdef Py_ssize_t[::1] pfirst = pfirst_np
@@ -1056,23 +1073,23 @@ def select_entries(const Py_ssize_t[::1] first, const double[::1] d, const Py_ss
     with nogil:
         for c in range(nc):
             for e in range(first[centers[c]], first[centers[c] + 1]):
-                if d[e] < cutoff:
-                    count[c, species[nl_j[e]]] += 1
+                count[c, species[nl_j[e]]] += d[e] < cutoff
             for s in range(n_species):      # count[c, s] becomes the slot of species s
                 e = count[c, s]
                 count[c, s] = p
                 p += e
             pfirst[c + 1] = p
-    entry_np = np.empty(p, dtype=np.intp)
+    entry_np = np.empty(p + 1, dtype=np.intp)
     cdef Py_ssize_t[::1] entry = entry_np
     with nogil:
         for c in range(nc):
             for e in range(first[centers[c]], first[centers[c] + 1]):
-                if d[e] < cutoff:
-                    s = species[nl_j[e]]
-                    entry[count[c, s]] = e
-                    count[c, s] += 1
-    return pfirst_np, entry_np
+                s = species[nl_j[e]]
+                inside = d[e] < cutoff
+                k = count[c, s] if inside else p
+                entry[k] = e
+                count[c, s] += inside
+    return pfirst_np, entry_np[:p]
 
 
 cdef inline double* _ptr(double[::1] a) noexcept nogil:
@@ -1093,8 +1110,8 @@ def compute(CompiledTerms terms, int mode, const Py_ssize_t[::1] pfirst,
     for c in range(nc):
         mmax = max(mmax, pfirst[c + 1] - pfirst[c])
     cdef Py_ssize_t nbuf = (mmax * (28 + 3 * terms.t.n_rc + 3 * terms.t.n_fac)
-                            + 12 * terms.t.nA + 4 * (6 + terms.t.n_fac + terms.t.n_rc)
-                            + 40 * terms.t.n_grp + 24)
+                            + 12 * terms.t.nA + DCF_LANES * (6 + terms.t.n_fac + terms.t.n_rc)
+                            + 10 * DCF_LANES * terms.t.n_grp + 24)
     cdef int nG = terms.t.nG, nA = terms.t.nA
     cdef const Terms* t = &terms.t
     cdef double* buf

@@ -6,7 +6,8 @@ D = r_j - r_i + S @ cell and |D| < cutoff, excluding i == j with S == 0.
 Method: atoms are wrapped into the cell along periodic axes; every image of every
 atom that can lie within the cutoff of the wrapped cell (a slab test per periodic
 axis on fractional coordinates) becomes a point; points are binned on a Cartesian
-grid with bins no smaller than the cutoff; each central atom scans its 27 bins.
+grid with bins of about half the cutoff and stored in bin order; each central atom scans
+the bins within the cutoff of its own (5 x 5 x 5), a contiguous run of points per row.
 Two passes (count, fill) let central atoms run in parallel without locks.
 """
 import numpy as np
@@ -29,50 +30,50 @@ cdef inline Py_ssize_t _bin_of(double x, double lo, double width, Py_ssize_t nb)
 
 cdef Py_ssize_t _scan(Py_ssize_t i, const double[:, ::1] wrapped, const double[:, ::1] points,
                       const Py_ssize_t[::1] point_atom, const int[:, ::1] point_shift,
-                      const Py_ssize_t[::1] bin_start, const Py_ssize_t[::1] bin_points,
-                      const Py_ssize_t* nb, const double* lo, const double* width,
+                      const Py_ssize_t[::1] self_point, const Py_ssize_t[::1] bin_start,
+                      const Py_ssize_t* nb, const double* lo, const double* width, int reach,
                       double cutoff2, const cnp.int64_t[:, ::1] offset,
                       Py_ssize_t out, Py_ssize_t[::1] j_out, cnp.int64_t[:, ::1] S_out,
                       double[:, ::1] D_out, double[::1] d_out, bint fill) noexcept nogil:
-    """Count (fill=0) or write (fill=1) the neighbors of atom i; return the count."""
-    cdef Py_ssize_t b0, b1, b2, c0, c1, c2, q, s, p, a, count = 0
-    cdef double dx, dy, dz, r2
-    b0 = _bin_of(wrapped[i, 0], lo[0], width[0], nb[0])
-    b1 = _bin_of(wrapped[i, 1], lo[1], width[1], nb[1])
-    b2 = _bin_of(wrapped[i, 2], lo[2], width[2], nb[2])
-    for c0 in range(b0 - 1, b0 + 2):
-        if c0 < 0 or c0 >= nb[0]:
-            continue
-        for c1 in range(b1 - 1, b1 + 2):
-            if c1 < 0 or c1 >= nb[1]:
+    """Count (fill=0) or write (fill=1) the neighbors of atom i; return the count.
+
+    Points are sorted by bin, so the bins c2 - reach .. c2 + reach of one (c0, c1) are one
+    contiguous range."""
+    cdef Py_ssize_t b0, b1, b2, c0, c1, lo2, hi2, p, q, a, count = 0
+    cdef double x = wrapped[i, 0], y = wrapped[i, 1], z = wrapped[i, 2], dx, dy, dz, r2
+    b0 = _bin_of(x, lo[0], width[0], nb[0])
+    b1 = _bin_of(y, lo[1], width[1], nb[1])
+    b2 = _bin_of(z, lo[2], width[2], nb[2])
+    lo2 = max(b2 - reach, 0)
+    hi2 = min(b2 + reach, nb[2] - 1)
+    for c0 in range(max(b0 - reach, 0), min(b0 + reach, nb[0] - 1) + 1):
+        for c1 in range(max(b1 - reach, 0), min(b1 + reach, nb[1] - 1) + 1):
+            q = (c0 * nb[1] + c1) * nb[2]
+            if not fill:
+                for p in range(bin_start[q + lo2], bin_start[q + hi2 + 1]):
+                    dx = points[p, 0] - x
+                    dy = points[p, 1] - y
+                    dz = points[p, 2] - z
+                    count += (dx * dx + dy * dy + dz * dz) < cutoff2
                 continue
-            for c2 in range(b2 - 1, b2 + 2):
-                if c2 < 0 or c2 >= nb[2]:
+            for p in range(bin_start[q + lo2], bin_start[q + hi2 + 1]):
+                dx = points[p, 0] - x
+                dy = points[p, 1] - y
+                dz = points[p, 2] - z
+                r2 = dx * dx + dy * dy + dz * dz
+                if r2 >= cutoff2 or p == self_point[i]:
                     continue
-                q = (c0 * nb[1] + c1) * nb[2] + c2
-                for s in range(bin_start[q], bin_start[q + 1]):
-                    p = bin_points[s]
-                    a = point_atom[p]
-                    if a == i and point_shift[p, 0] == 0 and point_shift[p, 1] == 0 \
-                            and point_shift[p, 2] == 0:
-                        continue
-                    dx = points[p, 0] - wrapped[i, 0]
-                    dy = points[p, 1] - wrapped[i, 1]
-                    dz = points[p, 2] - wrapped[i, 2]
-                    r2 = dx * dx + dy * dy + dz * dz
-                    if r2 >= cutoff2:
-                        continue
-                    if fill:
-                        j_out[out + count] = a
-                        S_out[out + count, 0] = point_shift[p, 0] - offset[a, 0] + offset[i, 0]
-                        S_out[out + count, 1] = point_shift[p, 1] - offset[a, 1] + offset[i, 1]
-                        S_out[out + count, 2] = point_shift[p, 2] - offset[a, 2] + offset[i, 2]
-                        D_out[out + count, 0] = dx
-                        D_out[out + count, 1] = dy
-                        D_out[out + count, 2] = dz
-                        d_out[out + count] = sqrt(r2)
-                    count += 1
-    return count
+                a = point_atom[p]
+                j_out[out + count] = a
+                S_out[out + count, 0] = point_shift[p, 0] - offset[a, 0] + offset[i, 0]
+                S_out[out + count, 1] = point_shift[p, 1] - offset[a, 1] + offset[i, 1]
+                S_out[out + count, 2] = point_shift[p, 2] - offset[a, 2] + offset[i, 2]
+                D_out[out + count, 0] = dx
+                D_out[out + count, 1] = dy
+                D_out[out + count, 2] = dz
+                d_out[out + count] = sqrt(r2)
+                count += 1
+    return count if fill else count - 1      # the count included atom i itself
 
 
 def build(const double[:, ::1] positions, const double[:, ::1] cell,
@@ -85,7 +86,7 @@ def build(const double[:, ::1] positions, const double[:, ::1] cell,
     atom i are first[i]:first[i+1], in a deterministic order.
     """
     cdef Py_ssize_t n = positions.shape[0]
-    cdef Py_ssize_t i, k, a, s0, s1, s2, m, p, q
+    cdef Py_ssize_t i, k, a, s0, s1, s2, m, p, q, r
     cdef int[3] periodic
     cdef long[3] nshift
     cdef double[3] reach, lo, hi, width
@@ -115,19 +116,18 @@ def build(const double[:, ::1] positions, const double[:, ::1] cell,
 
     # periodic images that can lie within the cutoff of the wrapped cell
     cdef Py_ssize_t npts = 0
-    cdef bint inside
     for a in range(n):
         for s0 in range(-nshift[0], nshift[0] + 1):
             for s1 in range(-nshift[1], nshift[1] + 1):
                 for s2 in range(-nshift[2], nshift[2] + 1):
                     if _image_inside(frac, a, s0, s1, s2, periodic, reach):
                         npts += 1
-    points_np = np.empty((npts, 3))
-    point_atom_np = np.empty(npts, dtype=np.intp)
-    point_shift_np = np.empty((npts, 3), dtype=np.intc)
-    cdef double[:, ::1] points = points_np
-    cdef Py_ssize_t[::1] point_atom = point_atom_np
-    cdef int[:, ::1] point_shift = point_shift_np
+    image_np = np.empty((npts, 3))
+    image_atom_np = np.empty(npts, dtype=np.intp)
+    image_shift_np = np.empty((npts, 3), dtype=np.intc)
+    cdef double[:, ::1] image = image_np
+    cdef Py_ssize_t[::1] image_atom = image_atom_np
+    cdef int[:, ::1] image_shift = image_shift_np
     p = 0
     for a in range(n):
         for s0 in range(-nshift[0], nshift[0] + 1):
@@ -135,59 +135,78 @@ def build(const double[:, ::1] positions, const double[:, ::1] cell,
                 for s2 in range(-nshift[2], nshift[2] + 1):
                     if _image_inside(frac, a, s0, s1, s2, periodic, reach):
                         for k in range(3):
-                            points[p, k] = (wrapped[a, k] + s0 * cell[0, k]
-                                            + s1 * cell[1, k] + s2 * cell[2, k])
-                        point_atom[p] = a
-                        point_shift[p, 0] = s0
-                        point_shift[p, 1] = s1
-                        point_shift[p, 2] = s2
+                            image[p, k] = (wrapped[a, k] + s0 * cell[0, k]
+                                           + s1 * cell[1, k] + s2 * cell[2, k])
+                        image_atom[p] = a
+                        image_shift[p, 0] = s0
+                        image_shift[p, 1] = s1
+                        image_shift[p, 2] = s2
                         p += 1
 
-    # Cartesian bins no smaller than the cutoff, at most ~4 per point
+    # Cartesian bins of about half the cutoff (at most ~4 per point); a central atom scans
+    # the bins within `bin_reach` of its own
     for k in range(3):
         lo[k] = 0.0
         hi[k] = 0.0
     if npts > 0:
         for k in range(3):
-            lo[k] = points[0, k]
-            hi[k] = points[0, k]
+            lo[k] = image[0, k]
+            hi[k] = image[0, k]
         for p in range(npts):
             for k in range(3):
-                x = points[p, k]
+                x = image[p, k]
                 if x < lo[k]:
                     lo[k] = x
                 if x > hi[k]:
                     hi[k] = x
     cdef double max_bins = 4.0 * npts + 64.0, nbk
     for k in range(3):            # in floating point: a wide spread must not overflow
-        nbk = floor((hi[k] - lo[k]) / cutoff)
+        nbk = floor((hi[k] - lo[k]) / (0.5 * cutoff))
         nb[k] = <Py_ssize_t>min(max(nbk, 1.0), max_bins)
     while <double>nb[0] * <double>nb[1] * <double>nb[2] > max_bins:
         for k in range(3):
             nb[k] = max(1, nb[k] // 2)
+    cdef int bin_reach = 1
     for k in range(3):
-        width[k] = max((hi[k] - lo[k]) / nb[k], cutoff)
+        width[k] = max((hi[k] - lo[k]) / nb[k], 0.5 * cutoff)
+        if nb[k] > 1:
+            bin_reach = max(bin_reach, <int>ceil(cutoff / width[k]))
     cdef Py_ssize_t nbins = nb[0] * nb[1] * nb[2]
     bin_start_np = np.zeros(nbins + 1, dtype=np.intp)
-    bin_points_np = np.empty(npts, dtype=np.intp)
-    point_bin_np = np.empty(npts, dtype=np.intp)
+    image_bin_np = np.empty(npts, dtype=np.intp)
     cdef Py_ssize_t[::1] bin_start = bin_start_np
-    cdef Py_ssize_t[::1] bin_points = bin_points_np
-    cdef Py_ssize_t[::1] point_bin = point_bin_np
+    cdef Py_ssize_t[::1] image_bin = image_bin_np
     for p in range(npts):
-        q = ((_bin_of(points[p, 0], lo[0], width[0], nb[0]) * nb[1]
-              + _bin_of(points[p, 1], lo[1], width[1], nb[1])) * nb[2]
-             + _bin_of(points[p, 2], lo[2], width[2], nb[2]))
-        point_bin[p] = q
+        q = ((_bin_of(image[p, 0], lo[0], width[0], nb[0]) * nb[1]
+              + _bin_of(image[p, 1], lo[1], width[1], nb[1])) * nb[2]
+             + _bin_of(image[p, 2], lo[2], width[2], nb[2]))
+        image_bin[p] = q
         bin_start[q + 1] += 1
     for q in range(nbins):
         bin_start[q + 1] += bin_start[q]
+
+    # the images in bin order: points, their atoms and shifts; self_point[a] is atom a itself
     fill_np = bin_start_np[:-1].copy()
     cdef Py_ssize_t[::1] fill = fill_np
+    points_np = np.empty((npts, 3))
+    point_atom_np = np.empty(npts, dtype=np.intp)
+    point_shift_np = np.empty((npts, 3), dtype=np.intc)
+    self_point_np = np.empty(n, dtype=np.intp)
+    cdef double[:, ::1] points = points_np
+    cdef Py_ssize_t[::1] point_atom = point_atom_np
+    cdef int[:, ::1] point_shift = point_shift_np
+    cdef Py_ssize_t[::1] self_point = self_point_np
     for p in range(npts):
-        q = point_bin[p]
-        bin_points[fill[q]] = p
+        q = image_bin[p]
+        r = fill[q]
         fill[q] += 1
+        a = image_atom[p]
+        point_atom[r] = a
+        for k in range(3):
+            points[r, k] = image[p, k]
+            point_shift[r, k] = image_shift[p, k]
+        if image_shift[p, 0] == 0 and image_shift[p, 1] == 0 and image_shift[p, 2] == 0:
+            self_point[a] = r
 
     # pass 1: count; pass 2: fill
     first_np = np.zeros(n + 1, dtype=np.intp)
@@ -202,8 +221,9 @@ def build(const double[:, ::1] positions, const double[:, ::1] cell,
     cdef double[:, ::1] D_out = D_np
     cdef double[::1] d_out = d_np
     for i in prange(n, nogil=True, num_threads=num_threads, schedule="static"):
-        first[i + 1] = _scan(i, wrapped, points, point_atom, point_shift, bin_start, bin_points,
-                             nb, lo, width, cutoff2, offset, 0, j_out, S_out, D_out, d_out, 0)
+        first[i + 1] = _scan(i, wrapped, points, point_atom, point_shift, self_point,
+                             bin_start, nb, lo, width, bin_reach, cutoff2, offset, 0, j_out,
+                             S_out, D_out, d_out, 0)
     for i in range(n):
         first[i + 1] += first[i]
     m = first[n]
@@ -216,8 +236,8 @@ def build(const double[:, ::1] positions, const double[:, ::1] cell,
     D_out = D_np
     d_out = d_np
     for i in prange(n, nogil=True, num_threads=num_threads, schedule="static"):
-        _scan(i, wrapped, points, point_atom, point_shift, bin_start, bin_points,
-              nb, lo, width, cutoff2, offset, first[i], j_out, S_out, D_out, d_out, 1)
+        _scan(i, wrapped, points, point_atom, point_shift, self_point, bin_start, nb, lo,
+              width, bin_reach, cutoff2, offset, first[i], j_out, S_out, D_out, d_out, 1)
     return first_np, j_np, S_np, D_np, d_np
 
 
@@ -245,13 +265,10 @@ def refresh(const Py_ssize_t[::1] first, const Py_ssize_t[::1] j, const double[:
     of every atom i (entries first[i]:first[i+1]); shift (m, 3) is S @ cell in Angstrom."""
     cdef Py_ssize_t n = first.shape[0] - 1, i, e
     cdef int k
-    cdef double x, s
     with nogil:
         for i in range(n):
             for e in range(first[i], first[i + 1]):
-                s = 0.0
                 for k in range(3):
-                    x = positions[j[e], k] - positions[i, k] + shift[e, k]
-                    D[e, k] = x
-                    s = s + x * x
-                d[e] = sqrt(s)
+                    D[e, k] = positions[j[e], k] - positions[i, k] + shift[e, k]
+        for e in range(first[n]):       # a separate loop: vector square roots
+            d[e] = sqrt(D[e, 0] * D[e, 0] + D[e, 1] * D[e, 1] + D[e, 2] * D[e, 2])

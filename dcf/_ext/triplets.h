@@ -1,80 +1,110 @@
-/* The G4/G5 triplet loop of fingerprint values, in 4-lane vectors (vec4.h).
+/* The G4/G5 triplet loop of fingerprint values, in vectors of DCF_LANES lanes (vec.h).
 
-   dcf_triplet_block adds, for one central atom's entry 1 and the entries k < n of a block
-   (columns X, Y, Z, R2 = r^2, IR = 1/r, P2 = radial factor, readable and finite up to the
-   next multiple of 4):
-       acc[2 j]     += sum_k w_k (1 + cos_k)^(2^j)
-       acc[2 j + 1] += sum_k w_k (1 - cos_k)^(2^j),   j in `need` (bit j set, j <= 4),
-   w_k = P1 P2_k Q(s_k) with s_k = r_jk^2, Q the polynomial pc of degree deg (11 or 15) in
-   s sc - 1 and zero from rc2 on (G4), or Q = 1 for deg = 0 (G5). cos is not clamped to
-   [-1, 1]: with integer powers a round-off beyond it changes a term by ~1e-16 w.
-   acc holds 4 lanes per sum (acc[4 a + lane]); the caller adds them once per block pair. */
+   dcf_triplet_pairs adds, for one central atom, one group of terms and two species blocks
+   of its entries, entries j in [a0, a1) and k in [b0, b1) (k > j within one block):
+       acc[2 p]     += sum_jk w_jk (1 + cos_jk)^(2^p)
+       acc[2 p + 1] += sum_jk w_jk (1 - cos_jk)^(2^p),   p in `need` (bit p set, p <= 4),
+   w_jk = P_j P_k Q(s_jk) with s_jk = r_jk^2, Q the polynomial pc of degree deg (11 or 15)
+   in s sc - 1 and zero from rc2 on (G4), or Q = 1 for deg = 0 (G5). The columns of W, of
+   stride mp, are X, Y, Z, R2 = r^2, IR = 1/r, then the radial factors P_q: readable and
+   finite up to the next multiple of DCF_LANES past b1. cos is not clamped to [-1, 1]: with integer
+   powers a round-off beyond it changes a term by ~1e-16 w.
+   acc holds the lanes of each sum (acc[DCF_LANES a + lane]); the caller adds them at the
+   end. */
 #ifndef DCF_TRIPLETS_H
 #define DCF_TRIPLETS_H
 
-#include "vec4.h"
+#include "vec.h"
 
-static inline dcf_v4d dcf_poly(const double *c, int deg, dcf_v4d x)
-{
-    dcf_v4d x2 = x * x, x4 = x2 * x2, x8 = x4 * x4;
-    if (deg == 11)
-        return DCF_POLY11(c, x, x2, x4, x8);
-    return DCF_POLY15(c, x, x2, x4, x8);
-}
+#if defined(__GNUC__) || defined(__clang__)
+#define DCF_INLINE static inline __attribute__((always_inline))
+#else
+#define DCF_INLINE static inline
+#endif
 
-static void dcf_triplet_block(long n, const double *X, const double *Y, const double *Z,
-                              const double *R2, const double *IR, const double *P2,
-                              double x1, double y1, double z1, double r1s, double ir1,
-                              double P1, const double *pc, int deg, double sc, double rc2,
-                              int need, double *acc)
+/* One row j: the sums over k in [lo, hi), lanes counted from lo. */
+DCF_INLINE void dcf_triplet_row(long lo, long hi, const double *W, long mp, const double *P2,
+                                long j, double P1, const double *pc, int deg, double sc,
+                                double rc2, int need, dcf_vd *a)
 {
-    const dcf_v4d lane = {0.0, 1.0, 2.0, 3.0};
-    const dcf_v4d zero = DCF_ZERO;
-    dcf_v4d a0 = dcf_load(acc), a1 = dcf_load(acc + 4), a2 = dcf_load(acc + 8);
-    dcf_v4d a3 = dcf_load(acc + 12), a4 = dcf_load(acc + 16), a5 = dcf_load(acc + 20);
-    dcf_v4d a6 = zero, a7 = zero, a8 = zero, a9 = zero;
-    long c;
-    if (need > 7) {
-        a6 = dcf_load(acc + 24); a7 = dcf_load(acc + 28);
-        a8 = dcf_load(acc + 32); a9 = dcf_load(acc + 36);
-    }
-    for (c = 0; c < n; c += 4) {
-        dcf_v4d dot = x1 * dcf_load(X + c) + y1 * dcf_load(Y + c) + z1 * dcf_load(Z + c);
-        dcf_v4d s = (r1s + dcf_load(R2 + c)) - 2.0 * dot;
-        dcf_v4d cs = dot * ir1 * dcf_load(IR + c);
-        dcf_v4d w = P1 * dcf_load(P2 + c);
+    const dcf_vd lane = DCF_LANE_INDEX;
+    const dcf_vd zero = DCF_ZERO;
+    const double *X = W, *Y = W + mp, *Z = W + 2 * mp, *R2 = W + 3 * mp, *IR = W + 4 * mp;
+    double x1 = X[j], y1 = Y[j], z1 = Z[j], r1s = R2[j], ir1 = IR[j];
+    for (long c = lo; c < hi; c += DCF_LANES) {
+        dcf_vd dot = x1 * dcf_load(X + c) + y1 * dcf_load(Y + c) + z1 * dcf_load(Z + c);
+        dcf_vd s = (r1s + dcf_load(R2 + c)) - 2.0 * dot;
+        dcf_vi inside = s < rc2;
+        dcf_vd cs = dot * ir1 * dcf_load(IR + c);
+        dcf_vd w = P1 * dcf_load(P2 + c);
         if (deg) {
-            w = dcf_poly(pc, deg, s * sc - 1.0) * w;
-            w = dcf_select(s < rc2, w, zero);
+            dcf_vd x = s * sc - 1.0, x2 = x * x, x4 = x2 * x2, x8 = x4 * x4;
+            w = (deg == 11 ? DCF_POLY11(pc, x, x2, x4, x8) : DCF_POLY15(pc, x, x2, x4, x8)) * w;
+            w = dcf_select(inside, w, zero);
         }
-        if (c + 4 > n)
-            w = dcf_select((lane + (double)c) < (double)n, w, zero);
-        dcf_v4d xp = 1.0 + cs, xm = 1.0 - cs;
+        if (c + DCF_LANES > hi)
+            w = dcf_select((lane + (double)(c - lo)) < (double)(hi - lo), w, zero);
+        dcf_vd xp = 1.0 + cs, xm = 1.0 - cs;
         if (need & 1) {
-            a0 += w * xp; a1 += w * xm;
+            a[0] += w * xp; a[1] += w * xm;
         }
         xp *= xp; xm *= xm;
         if (need & 2) {
-            a2 += w * xp; a3 += w * xm;
+            a[2] += w * xp; a[3] += w * xm;
         }
         xp *= xp; xm *= xm;
         if (need & 4) {
-            a4 += w * xp; a5 += w * xm;
+            a[4] += w * xp; a[5] += w * xm;
         }
         if (need > 7) {
             xp *= xp; xm *= xm;
-            a6 += w * xp; a7 += w * xm;
+            a[6] += w * xp; a[7] += w * xm;
             xp *= xp; xm *= xm;
-            a8 += w * xp; a9 += w * xm;
+            a[8] += w * xp; a[9] += w * xm;
         }
-    }
-    dcf_store(acc, a0); dcf_store(acc + 4, a1); dcf_store(acc + 8, a2);
-    dcf_store(acc + 12, a3); dcf_store(acc + 16, a4); dcf_store(acc + 20, a5);
-    if (need > 7) {
-        dcf_store(acc + 24, a6); dcf_store(acc + 28, a7);
-        dcf_store(acc + 32, a8); dcf_store(acc + 36, a9);
     }
 }
 
+/* All rows j of [a0, a1); deg and need are constants in each instance below, so that the
+   polynomial and the sums not needed fold away. */
+DCF_INLINE void dcf_triplet_rows(long a0, long a1, long b0, long b1, int same,
+                                 const double *W, long mp, int q, const double *pc, int deg,
+                                 double sc, double rc2, int need, double *acc)
+{
+    const double *P = W + (5 + q) * mp;
+    dcf_vd a[10];
+    for (int k = 0; k < 10; k++)
+        a[k] = dcf_load(acc + DCF_LANES * k);
+    for (long j = a0; j < a1; j++) {
+        long lo = same ? j + 1 : b0;
+        if (lo < b1 && P[j] != 0.0)
+            dcf_triplet_row(lo, b1, W, mp, P, j, P[j], pc, deg, sc, rc2, need, a);
+    }
+    for (int k = 0; k < 10; k++)
+        dcf_store(acc + DCF_LANES * k, a[k]);
+}
+
+#define DCF_TRIPLET_ROWS(deg, need) \
+    dcf_triplet_rows(a0, a1, b0, b1, same, W, mp, q, pc, deg, sc, rc2, need, acc)
+#define DCF_TRIPLET_NEED(deg)                          \
+    switch (need) {                                    \
+    case 1: DCF_TRIPLET_ROWS(deg, 1); break;           \
+    case 5: DCF_TRIPLET_ROWS(deg, 5); break;           \
+    case 7: DCF_TRIPLET_ROWS(deg, 7); break;           \
+    default: DCF_TRIPLET_ROWS(deg, need);              \
+    }
+
+static void dcf_triplet_pairs(long a0, long a1, long b0, long b1, int same, const double *W,
+                              long mp, int q, const double *pc, int deg, double sc, double rc2,
+                              int need, double *acc)
+{
+    if (deg == 11) {
+        DCF_TRIPLET_NEED(11)
+    } else if (deg == 15) {
+        DCF_TRIPLET_NEED(15)
+    } else {
+        DCF_TRIPLET_NEED(0)
+    }
+}
 
 #endif
