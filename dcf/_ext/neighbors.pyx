@@ -33,13 +33,15 @@ cdef Py_ssize_t _scan(Py_ssize_t i, const double[:, ::1] wrapped, const double[:
                       const Py_ssize_t[::1] self_point, const Py_ssize_t[::1] bin_start,
                       const Py_ssize_t* nb, const double* lo, const double* width, int reach,
                       double cutoff2, const cnp.int64_t[:, ::1] offset,
-                      Py_ssize_t out, Py_ssize_t[::1] j_out, cnp.int64_t[:, ::1] S_out,
-                      double[:, ::1] D_out, double[::1] d_out, bint fill) noexcept nogil:
-    """Count (fill=0) or write (fill=1) the neighbors of atom i; return the count.
+                      Py_ssize_t out, Py_ssize_t end, Py_ssize_t[::1] j_out,
+                      cnp.int64_t[:, ::1] S_out, double[:, ::1] D_out, double[::1] d_out,
+                      bint fill) noexcept nogil:
+    """Count (fill=0) or write (fill=1, to entries out:end) the neighbors of atom i; return
+    the count.
 
     Points are sorted by bin, so the bins c2 - reach .. c2 + reach of one (c0, c1) are one
     contiguous range."""
-    cdef Py_ssize_t b0, b1, b2, c0, c1, lo2, hi2, p, q, a, count = 0
+    cdef Py_ssize_t b0, b1, b2, c0, c1, lo2, hi2, p, q, a, count = 0, me = self_point[i]
     cdef double x = wrapped[i, 0], y = wrapped[i, 1], z = wrapped[i, 2], dx, dy, dz, r2
     b0 = _bin_of(x, lo[0], width[0], nb[0])
     b1 = _bin_of(y, lo[1], width[1], nb[1])
@@ -61,7 +63,10 @@ cdef Py_ssize_t _scan(Py_ssize_t i, const double[:, ::1] wrapped, const double[:
                 dy = points[p, 1] - y
                 dz = points[p, 2] - z
                 r2 = dx * dx + dy * dy + dz * dz
-                if r2 >= cutoff2 or p == self_point[i]:
+                if not (r2 < cutoff2) or p == me:        # the count pass's test
+                    continue
+                if out + count >= end:                  # never past the counted entries
+                    count += 1
                     continue
                 a = point_atom[p]
                 j_out[out + count] = a
@@ -73,7 +78,9 @@ cdef Py_ssize_t _scan(Py_ssize_t i, const double[:, ::1] wrapped, const double[:
                 D_out[out + count, 2] = dz
                 d_out[out + count] = sqrt(r2)
                 count += 1
-    return count if fill else count - 1      # the count included atom i itself
+    if not fill:        # the count took in atom i itself (r2 = 0), the fill skips it
+        count -= (me >= 0) & (0.0 < cutoff2)
+    return count
 
 
 def build(const double[:, ::1] positions, const double[:, ::1] cell,
@@ -106,6 +113,10 @@ def build(const double[:, ::1] positions, const double[:, ::1] cell,
     for i in range(n):
         for k in range(3):
             if periodic[k]:
+                if not fabs(frac[i, k]) < 4503599627370496.0:      # 2^52
+                    raise ValueError(
+                        f"atom {i} lies {frac[i, k]:.3g} cell lengths along periodic axis "
+                        f"{k}: too far from the cell to wrap")
                 offset[i, k] = <cnp.int64_t>floor(frac[i, k])
                 frac[i, k] -= offset[i, k]
                 if frac[i, k] >= 1.0:      # floor rounding at the upper face
@@ -191,7 +202,7 @@ def build(const double[:, ::1] positions, const double[:, ::1] cell,
     points_np = np.empty((npts, 3))
     point_atom_np = np.empty(npts, dtype=np.intp)
     point_shift_np = np.empty((npts, 3), dtype=np.intc)
-    self_point_np = np.empty(n, dtype=np.intp)
+    self_point_np = np.full(n, -1, dtype=np.intp)
     cdef double[:, ::1] points = points_np
     cdef Py_ssize_t[::1] point_atom = point_atom_np
     cdef int[:, ::1] point_shift = point_shift_np
@@ -222,8 +233,8 @@ def build(const double[:, ::1] positions, const double[:, ::1] cell,
     cdef double[::1] d_out = d_np
     for i in prange(n, nogil=True, num_threads=num_threads, schedule="static"):
         first[i + 1] = _scan(i, wrapped, points, point_atom, point_shift, self_point,
-                             bin_start, nb, lo, width, bin_reach, cutoff2, offset, 0, j_out,
-                             S_out, D_out, d_out, 0)
+                             bin_start, nb, lo, width, bin_reach, cutoff2, offset, 0, 0,
+                             j_out, S_out, D_out, d_out, 0)
     for i in range(n):
         first[i + 1] += first[i]
     m = first[n]
@@ -235,9 +246,15 @@ def build(const double[:, ::1] positions, const double[:, ::1] cell,
     S_out = S_np
     D_out = D_np
     d_out = d_np
+    found_np = np.empty(n, dtype=np.intp)
+    cdef Py_ssize_t[::1] found = found_np
     for i in prange(n, nogil=True, num_threads=num_threads, schedule="static"):
-        _scan(i, wrapped, points, point_atom, point_shift, self_point, bin_start, nb, lo,
-              width, bin_reach, cutoff2, offset, first[i], j_out, S_out, D_out, d_out, 1)
+        found[i] = _scan(i, wrapped, points, point_atom, point_shift, self_point, bin_start,
+                         nb, lo, width, bin_reach, cutoff2, offset, first[i], first[i + 1],
+                         j_out, S_out, D_out, d_out, 1)
+    if not np.array_equal(found_np, np.diff(first_np)):
+        raise RuntimeError("neighbor search: the count and fill passes disagree "
+                           "(non-finite coordinates?)")
     return first_np, j_np, S_np, D_np, d_np
 
 
