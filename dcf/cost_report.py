@@ -336,11 +336,11 @@ def _save(fig, path) -> Path:
     for ax in fig.axes:
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from dcf.cli._common import write_atomic
+    try:
+        return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------- markdown
@@ -558,7 +558,8 @@ def write_report(data: dict, report, figures=None, run: dict | None = None) -> P
           "- Statistics: pytest-benchmark rounds; median, IQR (Q3 - Q1) and minimum. "
           "Rounds are set by `--benchmark-max-time` and `--benchmark-min-rounds`.", ""]
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("\n".join(L))
+    from dcf.cli._common import write_atomic
+    write_atomic(report, lambda tmp: tmp.write_text("\n".join(L)))
     return report
 
 
