@@ -16,12 +16,21 @@ from ase import units
 THERMOSTATS = ("langevin", "bussi", "nose-hoover", "nve")
 
 
+def thermostat_seed(seed: int | None, step: int) -> int | list[int] | None:
+    """The seed of the thermostat's random stream for a run starting at MD step `step`:
+    `seed` itself at step 0, else [seed, step], so that a restart with the same seed draws
+    fresh random forces instead of replaying those of the first segment (reproducible, but
+    not the stream of an uninterrupted run)."""
+    return seed if seed is None or step == 0 else [int(seed), int(step)]
+
+
 def make_dynamics(atoms, thermostat: str, temperature: float, timestep: float,
-                  damping: float = 100.0, seed: int | None = None):
+                  damping: float = 100.0, seed: int | list[int] | None = None):
     """An ASE dynamics object for `atoms` (with its calculator set).
 
     temperature K; timestep fs; damping fs: the thermostat's time constant (Langevin friction
-    1/damping, Bussi and Nose-Hoover relaxation time). seed fixes the stochastic thermostats.
+    1/damping, Bussi and Nose-Hoover relaxation time). seed (anything numpy's default_rng
+    takes) fixes the stochastic thermostats.
     Langevin keeps the center of mass fixed through ASE's FixCom constraint, added to `atoms`.
     Bussi needs non-zero starting velocities.
     """

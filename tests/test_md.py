@@ -15,7 +15,7 @@ import pytest
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.io import read, write
 
-from dcf.md import make_dynamics, thermal_velocities
+from dcf.md import make_dynamics, thermal_velocities, thermostat_seed
 from dcf.modelfile import load_model
 from dcf.spec import FingerprintSpec
 from dcf.structures import random_packing
@@ -150,6 +150,16 @@ def test_md_runs_writes_log_and_restarts(setup, tmp_path):
     assert res.returncode == 0, res.stderr
     frames = read(traj, ":")
     assert [f.info["step"] for f in frames] == [0, 5, 10, 15, 20, 25, 30]
+
+
+def test_a_restart_draws_a_new_thermostat_stream():
+    draw = lambda seed: np.random.default_rng(seed).normal(size=8)  # noqa: E731
+    assert np.array_equal(draw(thermostat_seed(3, 0)), draw(3))   # fresh runs as before
+    assert thermostat_seed(None, 40) is None
+    restarted = draw(thermostat_seed(3, 40))
+    assert np.array_equal(restarted, draw(thermostat_seed(3, 40)))   # reproducible
+    assert not np.allclose(restarted, draw(3))
+    assert not np.allclose(restarted, draw(thermostat_seed(3, 20)))
 
 
 def test_md_nve_reports_energy_drift(setup, tmp_path):

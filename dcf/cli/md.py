@@ -28,7 +28,9 @@ def add_arguments(p) -> None:
     p.add_argument("--timestep", type=float, default=1.0, help="fs (default 1)")
     p.add_argument("--damping", type=float, default=100.0,
                    help="thermostat time constant, fs (default 100)")
-    p.add_argument("--seed", type=int, default=None, help="seed of velocities and thermostat")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of velocities and thermostat (a restart derives the thermostat's "
+                        "from it and the step, so no random force is replayed)")
     p.add_argument("--traj", default="md.traj", help="output ASE trajectory (default md.traj)")
     p.add_argument("--log", default=None, help="output log (default: TRAJ with .log)")
     p.add_argument("--interval", type=int, default=10,
@@ -68,7 +70,7 @@ def _start(args, traj: Path):
 def run(args) -> int:
     from ase.io.trajectory import Trajectory
 
-    from dcf.md import element_temperatures, energy_drift, make_dynamics
+    from dcf.md import element_temperatures, energy_drift, make_dynamics, thermostat_seed
     from dcf.modelfile import ModelFileError, load_model
     from dcf.parallel import world
 
@@ -99,7 +101,7 @@ def run(args) -> int:
               "is conserved and the temperature will drift; use a thermostat for production",
               file=sys.stderr)
     dyn = make_dynamics(atoms, args.thermostat, args.temperature, args.timestep, args.damping,
-                        args.seed)
+                        thermostat_seed(args.seed, step0))
 
     elements = list(dict.fromkeys(atoms.get_chemical_symbols()))
     traj = log = None
