@@ -149,15 +149,10 @@ class MDRun:
 
     def __init__(self, atoms, calculator, temperature: float = 300.0, timestep: float = 1.0,
                  damping: float = 100.0, seed: int = 0):
-        from ase import units
-
-        from dcf.md import make_dynamics
+        from dcf.md import make_dynamics, thermal_velocities
         self.atoms = atoms.copy()
         self.atoms.calc = calculator
-        kT = units.kB * temperature                  # Maxwell-Boltzmann momenta
-        masses = self.atoms.get_masses()[:, None]
-        self.atoms.set_momenta(np.random.default_rng(seed).normal(size=(len(atoms), 3))
-                               * np.sqrt(masses * kT))
+        thermal_velocities(self.atoms, temperature, seed)
         self._positions = self.atoms.get_positions()
         self._momenta = self.atoms.get_momenta()
         self.dynamics = make_dynamics(self.atoms, "langevin", temperature, timestep, damping, seed)
