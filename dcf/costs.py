@@ -188,11 +188,12 @@ def profile_dcf_step(model: DCFModel, atoms, repeats: int = 5, **md) -> dict:
 
     Parts (s, medians over `repeats`): neighbor list (`Featurizer.environment`: the Verlet
     list's refresh or rebuild and each element's entries; the mean over `repeats` consecutive
-    steps of the run, so that rebuilds count at the rate the MD makes them); G (the invariant fingerprints); A (G+A minus G); networks
-    (`model.predict` for every element); force assembly (the rest of `model.forces`: scatter
-    into (n, 3), net-force removal); ASE step (an MD step minus the force call: integrator,
-    thermostat, calculator). Returns {"parts": {part: s}, "spread": {timer: IQR s},
-    "force_call": s, "md_step": s, "n_atoms": n, "repeats": repeats}.
+    steps of the run, so that rebuilds count at the rate the MD makes them); G (the invariant
+    fingerprints); A (G+A minus G); networks (`model.predict` for every element); force
+    assembly (the rest of `model.forces`: scatter into (n, 3), net-force removal); ASE step
+    (an MD step minus the force call: integrator, thermostat, calculator). Returns
+    {"parts": {part: s}, "spread": {timer: IQR s}, "force_call": s, "md_step": s,
+    "n_atoms": n, "repeats": repeats}.
     """
     from dcf.fingerprints import Featurizer
     fz = model.featurizer()

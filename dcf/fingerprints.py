@@ -206,9 +206,9 @@ class Featurizer:
 
     num_threads: OpenMP threads over central atoms (default: DCF_NUM_THREADS or
     OMP_NUM_THREADS, else 1). kernel: "auto" (default, or DCF_KERNEL), "avx512", "avx2" or
-    "portable" (`kernel_module`); the builds agree to round-off. skin (Angstrom): with skin > 0 the
-    neighbor list is a `VerletList`, rebuilt only once some atom has moved skin / 2 (MD,
-    where one Featurizer sees the same atoms step after step).
+    "portable" (`kernel_module`); the builds agree to round-off. skin (Angstrom): with
+    skin > 0 the neighbor list is a `VerletList`, rebuilt only once some atom has moved
+    skin / 2 (MD, where one Featurizer sees the same atoms step after step).
     """
 
     def __init__(self, spec: FingerprintSpec | str, num_threads: int | None = None,

@@ -505,13 +505,13 @@ cdef void _angular_values(const Terms* t, int nblock, const int* bstart, const i
                           double* pcs, double* prjk2, double* B, double* G) noexcept nogil:
     """G4/G5 values only (no derivatives): the hot loop of DCF inference.
 
-    In the AVX2 and AVX-512 builds, groups whose terms all have lambda = +-1 and zeta = 1, 2, 4, ...
-    (`grp_fused`) run in `triplet_pairs` (triplets.h), one call per pair of species blocks,
-    with the sums kept in lanes acc (n_grp, 10 lanes) until the end. W holds its columns, of
-    stride mp (entries, then zeros): x, y, z, r^2, 1/r and the radial factors P_q. Other
-    groups keep the partners within r_jk < Rc first (about half in a dense system) and sum
-    term by term: with SSE2's two lanes, skipping the other half pays more than wider
-    vectors."""
+    In the AVX2 and AVX-512 builds, groups whose terms all have lambda = +-1 and
+    zeta = 1, 2, 4, ... (`grp_fused`) run in `triplet_pairs` (triplets.h), one call per pair
+    of species blocks, with the sums kept in lanes acc (n_grp, 10 lanes) until the end. W
+    holds its columns, of stride mp (entries, then zeros): x, y, z, r^2, 1/r and the radial
+    factors P_q. Other groups keep the partners within r_jk < Rc first (about half in a
+    dense system) and sum term by term: with SSE2's two lanes, skipping the other half pays
+    more than wider vectors."""
     cdef const int* pair_start = t.pair_start
     cdef const int* grp_fac = t.grp_fac
     cdef const int* grp_start = t.grp_start
