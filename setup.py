@@ -2,7 +2,7 @@
 
 On x86-64 the fingerprint kernels are built three times from one source: portable (SSE2),
 for AVX2 + FMA (`fingerprints_avx2`) and for AVX-512F (`fingerprints_avx512`, 8-lane
-vectors); dcf.fingerprints uses the widest the CPU has. DCF_NO_AVX2=1 skips both vector
+vectors); dcf.descriptors.fingerprints uses the widest the CPU has. DCF_NO_AVX2=1 skips both vector
 builds, DCF_NO_AVX512=1 the AVX-512 one.
 """
 import os

@@ -21,9 +21,9 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
-from dcf.bp_training import BPTrainConfig, train_bp
-from dcf.evaluation import evaluate_frames
-from dcf.spec import FingerprintSpec
+from dcf.training.bp import BPTrainConfig, train_bp
+from dcf.analysis.evaluation import evaluate_frames
+from dcf.descriptors.spec import FingerprintSpec
 
 SPEC = FingerprintSpec(
     ["Cu", "Au"],

@@ -4,7 +4,7 @@ Options (after `pytest benchmarks`):
   --replicates 1,2,4          system B (208 atoms) and its 2x2x2 (1664) and 4x4x4 (13,312)
   --m-sweep 30,50,...         mean neighbor counts m of the density sweep (test_bench_scaling)
 
-Each cost benchmark records extra_info: quantity (a name from dcf.cost_report), n_atoms,
+Each cost benchmark records extra_info: quantity (a name from dcf.bench.report), n_atoms,
 steps (MD steps per round; 1 for single calls), and where it matters mean_neighbors; the
 report (`dcf bench`) reads them from the JSON.
 """
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from dcf.structures import system_b
+from dcf.data.structures import system_b
 
 
 def pytest_addoption(parser):
@@ -48,7 +48,7 @@ def pytest_configure(config):
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    from dcf.cost_report import machine_info as dcf_machine_info
+    from dcf.bench.report import machine_info as dcf_machine_info
     info = dcf_machine_info()
     info["load_average_start"] = list(getattr(config, "_dcf_load_start", ()))
     info["suite_seconds"] = time.time() - getattr(config, "_dcf_start", time.time())

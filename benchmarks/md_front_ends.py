@@ -1,7 +1,7 @@
 """Time per MD step of DCF and B–P through ASE and through i-PI (system B, Table S4 models).
 
-ASE: Langevin steps of `dcf.md.make_dynamics` with the model's calculator, in this process.
-i-PI: a real `i-pi` server (NVT, SVR thermostat) and `dcf.ipi.serve` in this process over a
+ASE: Langevin steps of `dcf.dynamics.md.make_dynamics` with the model's calculator, in this process.
+i-PI: a real `i-pi` server (NVT, SVR thermostat) and `dcf.dynamics.ipi.serve` in this process over a
 UNIX socket; the time per step is the spacing of the driver's force calls, so it includes the
 server's own work per step. One thread; weights are random (cost does not depend on them).
 
@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from ase.io import write
 
-from dcf.costs import bp_model, summarize, table_s4_model
-from dcf.ipi import connect, serve
-from dcf.md import make_dynamics, thermal_velocities
-from dcf.structures import system_b
+from dcf.bench.costs import bp_model, summarize, table_s4_model
+from dcf.dynamics.ipi import connect, serve
+from dcf.dynamics.md import make_dynamics, thermal_velocities
+from dcf.data.structures import system_b
 
 IPI_INPUT = """<simulation verbosity="low">
   <output prefix="sim"><properties stride="1000" filename="out">[ step ]</properties></output>
@@ -84,7 +84,7 @@ def ipi_step_seconds(model, atoms, steps: int) -> np.ndarray:
 
 
 def stats(seconds: np.ndarray, n_atoms: int) -> dict:
-    """Per-step figures in ms and us/atom/step, from `dcf.costs.summarize`."""
+    """Per-step figures in ms and us/atom/step, from `dcf.bench.costs.summarize`."""
     t = summarize(seconds, n_atoms)
     return {"n_steps": t["rounds"], "median_ms": 1e3 * t["median"], "iqr_ms": 1e3 * t["iqr"],
             "min_ms": 1e3 * t["min"], "us_per_atom_step": t["median_us_per_atom"]}

@@ -8,8 +8,8 @@ Run: .venv/bin/python -m pytest benchmarks/test_bench_bp.py --benchmark-only \
 import pytest
 
 from conftest import tag
-from dcf import cost_report as q
-from dcf.costs import N2P2_SECONDS_PER_208_ATOM_FRAME, bp_model
+from dcf.bench import report as q
+from dcf.bench.costs import N2P2_SECONDS_PER_208_ATOM_FRAME, bp_model
 
 LARGEST_OPTIONAL = 2000     # energy-only and stress variants stop here, to keep `dcf bench` short
 

@@ -2,16 +2,16 @@
 
 networks: the numpy networks alone, from precomputed G and A (all elements of one frame);
 forces: a full force call (fingerprints without derivatives + networks + net-force removal).
-Weights are random (dcf.costs.table_s4_model): the cost does not depend on their values.
+Weights are random (dcf.bench.costs.table_s4_model): the cost does not depend on their values.
 Run: .venv/bin/python -m pytest benchmarks/test_bench_dcf.py --benchmark-only
 """
 import numpy as np
 import pytest
 
 from conftest import system, tag
-from dcf import cost_report as q
+from dcf.bench import report as q
 from dcf import featurize
-from dcf.costs import S4, table_s4_model
+from dcf.bench.costs import S4, table_s4_model
 
 HEADS = ["paper", "covariant"]
 

@@ -9,9 +9,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from conftest import system
 from dcf import FingerprintSpec
-from dcf.frames import FrameData
-from dcf.pipeline import featurize_to_store
-from dcf.sampling import plan_snapshots
+from dcf.data.frames import FrameData
+from dcf.data.pipeline import featurize_to_store
+from dcf.data.sampling import plan_snapshots
 
 N_FRAMES = 20
 

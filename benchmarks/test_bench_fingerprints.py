@@ -8,10 +8,10 @@ import pytest
 
 from conftest import tag
 from dcf import neighbor_list
-from dcf import cost_report as q
-from dcf.bp import invariant_spec
-from dcf.costs import S4, mean_neighbors
-from dcf.fingerprints import Featurizer
+from dcf.bench import report as q
+from dcf.models.bp import invariant_spec
+from dcf.bench.costs import S4, mean_neighbors
+from dcf.descriptors.fingerprints import Featurizer
 
 S4_G_ONLY = invariant_spec(S4)
 
@@ -23,7 +23,7 @@ def featurizer():
 
 def test_neighbor_list(benchmark, atoms):
     tag(benchmark, q.NEIGHBOR_LIST, len(atoms), mean_neighbors=mean_neighbors(atoms, S4.cutoff))
-    benchmark(neighbor_list, atoms, S4.cutoff, "ijS", 1)
+    benchmark(neighbor_list, "ijS", atoms, S4.cutoff, num_threads=1)
 
 
 def test_G(benchmark, atoms):

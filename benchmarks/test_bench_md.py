@@ -6,7 +6,7 @@ Coulomb, `pip install 'dcf[classical]'`), plus LAMMPS in its own MD loop.
 
 Each round runs `steps` MD steps from the same state (positions, momenta, forces restored
 untimed); extra_info["steps"] turns a round into a step. The DCF run on 208 atoms also
-records the profile of one step (dcf.costs.profile_dcf_step).
+records the profile of one step (dcf.bench.costs.profile_dcf_step).
 
 Run: .venv/bin/python -m pytest benchmarks/test_bench_md.py --benchmark-only
 """
@@ -15,10 +15,10 @@ import time
 import pytest
 
 from conftest import rounds_for, tag
-from dcf import cost_report as q
-from dcf.costs import (CLASSICAL_LABEL, LammpsNativeMD, MDRun, bp_model, classical_calculator,
+from dcf.bench import report as q
+from dcf.bench.costs import (CLASSICAL_LABEL, LammpsNativeMD, MDRun, bp_model, classical_calculator,
                        lammps_missing, profile_dcf_step, table_s4_model)
-from dcf.fingerprints import kernel_module, kernels_available
+from dcf.descriptors.fingerprints import kernel_module, kernels_available
 
 ROUND_SECONDS = 0.25     # MD steps per round: about this long
 SYSTEM_B_ATOMS = 208

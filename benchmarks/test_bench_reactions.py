@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from dcf.reactions import find_reactions, molecule_presence, presence_changes
+from dcf.analysis.reactions import find_reactions, molecule_presence, presence_changes
 
 
 @pytest.fixture(scope="module")

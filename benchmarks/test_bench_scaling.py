@@ -11,10 +11,10 @@ import functools
 import pytest
 
 from conftest import tag
-from dcf import cost_report as q
-from dcf.bp import invariant_spec
-from dcf.costs import S4, bp_model, system_b_with_neighbors, table_s4_model
-from dcf.fingerprints import Featurizer
+from dcf.bench import report as q
+from dcf.models.bp import invariant_spec
+from dcf.bench.costs import S4, bp_model, system_b_with_neighbors, table_s4_model
+from dcf.descriptors.fingerprints import Featurizer
 
 
 @functools.lru_cache(maxsize=None)

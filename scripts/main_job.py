@@ -118,9 +118,9 @@ def md_summary(log: Path) -> dict:
 def costs(models: dict[str, Path], repeats: int) -> list[dict]:
     """Cost per MD step (ASE Langevin, one thread) of the trained models on the paper's
     system B (208 atoms, the same elements and Table S4 features)."""
-    from dcf.costs import md_step_cost
-    from dcf.modelfile import load_model
-    from dcf.structures import system_b
+    from dcf.bench.costs import md_step_cost
+    from dcf.models import load_model
+    from dcf.data.structures import system_b
 
     atoms = system_b(replicate=1, seed=0)
     rows = []

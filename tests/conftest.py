@@ -47,7 +47,7 @@ def random_cell(rng, thin: bool = False) -> np.ndarray:
 
 def random_atoms(rng, symbols="Li4O6P2", cell=None, pbc=True, min_distance=0.9) -> Atoms:
     """Random positions with a minimum distance (periodic images included)."""
-    from dcf.neighbors import build_neighbor_list
+    from dcf.descriptors.neighbors import build_neighbor_list
     atoms = Atoms(symbols, cell=random_cell(rng) if cell is None else cell, pbc=pbc)
     for _ in range(1000):
         atoms.set_scaled_positions(rng.uniform(size=(len(atoms), 3)))

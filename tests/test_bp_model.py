@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from dcf.bp import BPModel, finite_difference_forces, invariant_spec
-from dcf.mlp import MLP
-from dcf.modelfile import ModelFileError, load_model, read_model_file, write_model_file
-from dcf.spec import FingerprintSpec
-from dcf.structures import random_packing
+from dcf.models.bp import BPModel, finite_difference_forces, invariant_spec
+from dcf.models.mlp import MLP
+from dcf.models import ModelFileError, load_model
+from dcf.models.modelfile import read_model_file, write_model_file
+from dcf.descriptors.spec import FingerprintSpec
+from dcf.data.structures import random_packing
 
 from conftest import random_atoms
 
@@ -168,7 +169,7 @@ def test_unknown_element_is_named(rng, model):
 
 @pytest.mark.parametrize("name", ["mailoa2019-S1", "mailoa2019-S4"])
 def test_invariant_spec_keeps_the_G_columns(rng, spec, name):
-    from dcf.fingerprints import featurize
+    from dcf.descriptors.fingerprints import featurize
     for full in (spec, FingerprintSpec.preset(name)):
         atoms = dense_cell(rng) if full is spec else random_packing(
             {el: 3 for el in full.elements}, (7.0, 7.5, 8.0), 1.2, seed=2)

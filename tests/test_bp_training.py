@@ -8,14 +8,14 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from dcf.fingerprints import Featurizer
-from dcf.evaluation import evaluate_frames
-from dcf.spec import FingerprintSpec
+from dcf.descriptors.fingerprints import Featurizer
+from dcf.analysis.evaluation import evaluate_frames, evaluate_store
+from dcf.descriptors.spec import FingerprintSpec
 
 tf = pytest.importorskip("tensorflow")
 
-from dcf import bp_training as bpt  # noqa: E402
-from dcf.dcf_training import set_threads  # noqa: E402
+from dcf.training import bp as bpt  # noqa: E402
+from dcf.training.core import set_threads  # noqa: E402
 
 set_threads(1)                       # the test machine's cores are shared
 
@@ -180,6 +180,6 @@ def test_train_from_store_uses_the_train_split_and_cli_flags(train_set):
     assert model.training["frames"] == 6
     assert model.training["config"]["force_weight"] == 2.0
     assert model.networks["Cu"].weights[0].shape == (SPEC.n_features("Cu")[0], 6)
-    assert set(model.evaluate_store(store)["forces"]) <= {"Cu", "Au"}
+    assert set(evaluate_store(model, store)["forces"]) <= {"Cu", "Au"}
     with pytest.raises(ValueError, match="--bp-hidden"):
         bpt.config_from_args(parser.parse_args(["--bp-hidden", "a,b"]))

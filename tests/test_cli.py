@@ -10,7 +10,7 @@ from ase.io import read, write
 
 from conftest import random_atoms
 from dcf import FingerprintSpec, featurize
-from dcf.store import FeatureStore
+from dcf.data.store import FeatureStore
 
 BUILTIN = Path(__file__).parents[1] / "dcf" / "data" / "li4p2o7_system_b.extxyz"
 EMBEDDED = Path(__file__).parents[1] / "dcf" / "data" / "li4p2o7_xtb_3000K.extxyz"
@@ -26,7 +26,7 @@ def dcf(*args, check=True):
 
 def test_help_does_not_import_tensorflow():
     code = ("import sys; from dcf.cli import build_parser; build_parser().format_help(); "
-            "import dcf, dcf.fingerprints; print('tensorflow' in sys.modules)")
+            "import dcf, dcf.descriptors.fingerprints; print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False"
     assert "featurize" in dcf("--help").stdout

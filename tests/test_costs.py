@@ -1,14 +1,14 @@
-"""The cost machinery (dcf.costs) and the benchmark report (dcf.cost_report, `dcf bench`).
+"""The cost machinery (dcf.bench.costs) and the benchmark report (dcf.bench.report, `dcf bench`).
 No timing is asserted: only shapes, bookkeeping and the arithmetic of the report."""
 import json
 
 import numpy as np
 import pytest
 
-from dcf import cost_report as q
-from dcf import costs
+from dcf.bench import report as q
+from dcf.bench import costs
 from dcf.cli import commands, main
-from dcf.structures import system_b
+from dcf.data.structures import system_b
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,12 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from dcf import FingerprintSpec
-from dcf.dcf_model import (DCFModel, ElementNetworks, NetworkStack, gram_features,
+from dcf.models.dcf import (DCFModel, ElementNetworks, NetworkStack, gram_features,
                            head_input_size)
-from dcf.evaluation import covariance_error, rotate_atoms
-from dcf.mlp import MLP
-from dcf.modelfile import ModelFileError, load_model, read_model_file, write_model_file
+from dcf.analysis.evaluation import covariance_error, evaluate_store, rotate_atoms
+from dcf.models.mlp import MLP
+from dcf.models import ModelFileError, load_model
+from dcf.models.modelfile import read_model_file, write_model_file
 
 CUAU_RULES = [
     {"kind": "G2", "neighbors": "*", "eta": [0.5, 2.0, 8.0], "Rs": [0.0, 2.6]},
@@ -170,7 +171,7 @@ def test_evaluate_store_refuses_another_spec(rng):
         spec = FingerprintSpec.preset("mailoa2019-S4")
     model = random_model(cuau_spec(), "covariant", rng)
     with pytest.raises(ValueError, match="mailoa2019-S4.*cuau-test"):
-        model.evaluate_store(Store())
+        evaluate_store(model, Store())
 
 
 def _rewrite(path, edit_meta=None, edit_arrays=None):

@@ -4,11 +4,11 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from dcf.dcf_model import STAGES                                          # noqa: E402
-from dcf.dcf_training import (DCFTrainingConfig, MemoryFeatures, TrainingError,  # noqa: E402
+from dcf.models.dcf import STAGES                                          # noqa: E402
+from dcf.training.dcf import (DCFTrainingConfig, MemoryFeatures, TrainingError,  # noqa: E402
                               build_head, build_nn1, build_nn3, choose_validation_frames,
                               export_model, scan_training_data, set_threads, train)
-from dcf.evaluation import covariance_error                               # noqa: E402
+from dcf.analysis.evaluation import covariance_error, evaluate_store                             # noqa: E402
 from test_dcf_model import cuau_spec, emt_frames                          # noqa: E402
 
 set_threads(1)                          # the test machine's cores are shared
@@ -77,7 +77,7 @@ def test_training_beats_the_zero_force_predictor(data):
     log = []
     model = train(data, cfg, log.append)
     assert any("nn3 Au epoch 1/25" in line for line in log)
-    result = model.evaluate_store(data, "test")
+    result = evaluate_store(model, data, "test")
     assert result["source"] == "frames"                  # net-force removal needs frames
     for el, m in result["forces"].items():
         assert m["n"] > 0

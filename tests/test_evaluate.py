@@ -9,10 +9,10 @@ from ase.io import read, write
 
 from dcf import FingerprintSpec
 from dcf.cli import main
-from dcf.evaluation import (force_metrics, read_reaction_snapshots, reaction_table,
+from dcf.analysis.evaluation import (force_metrics, read_reaction_snapshots, reaction_table,
                             snapshot_keys)
-from dcf.modelfile import load_model
-from dcf.store import FeatureStore
+from dcf.models import load_model
+from dcf.data.store import FeatureStore
 
 from test_bp_model import random_bp_model
 from test_dcf_model import CUAU_RULES, cuau_spec, emt_frames, random_model

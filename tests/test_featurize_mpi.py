@@ -12,9 +12,9 @@ import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
-from dcf.pipeline import checkpoint_dir
-from dcf.store import FeatureStore
-from dcf.structures import system_b
+from dcf.data.pipeline import checkpoint_dir
+from dcf.data.store import FeatureStore
+from dcf.data.structures import system_b
 from test_store import store_arrays
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"

@@ -7,7 +7,7 @@ from hypothesis import example, given, reject, settings, strategies as st
 
 from conftest import DATA, all_kinds_spec, random_atoms, random_cell
 from dcf import FingerprintSpec, SpecError, featurize
-from dcf.fingerprints import Featurizer, kernel_module, kernels_available
+from dcf.descriptors.fingerprints import Featurizer, kernel_module, kernels_available
 from reference import reference_fingerprints
 
 KERNELS = kernels_available()

@@ -6,7 +6,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
 from dcf import FingerprintSpec
-from dcf.frames import FrameData, FrameError, check_elements, read_frames, select
+from dcf.data.frames import FrameData, FrameError, check_elements, read_frames, select
 
 SYMBOLS = ["Li", "Li", "O", "O", "O", "P"]
 

@@ -11,9 +11,9 @@ from ase.calculators.emt import EMT
 from ase.io import read
 
 from dcf import FingerprintSpec
-from dcf.frames import read_frames
-from dcf.generate import calculator, cu3au, li4p2o7, pyrophosphate, run_md
-from dcf.neighbors import build_neighbor_list
+from dcf.data.frames import read_frames
+from dcf.data.generate import calculator, cu3au, li4p2o7, pyrophosphate, run_md
+from dcf.descriptors.neighbors import build_neighbor_list
 
 EMBEDDED = Path(__file__).parents[1] / "dcf" / "data" / "li4p2o7_xtb_3000K.extxyz"
 HAS_TBLITE = importlib.util.find_spec("tblite") is not None

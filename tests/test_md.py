@@ -15,10 +15,10 @@ import pytest
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.io import read, write
 
-from dcf.md import make_dynamics, thermal_velocities, thermostat_seed
-from dcf.modelfile import load_model
-from dcf.spec import FingerprintSpec
-from dcf.structures import random_packing
+from dcf.dynamics.md import make_dynamics, thermal_velocities, thermostat_seed
+from dcf.models import load_model
+from dcf.descriptors.spec import FingerprintSpec
+from dcf.data.structures import random_packing
 from test_bp_model import random_bp_model
 from test_dcf_model import random_model
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dcf.mlp import ACTIVATIONS, MLP
+from dcf.models.mlp import ACTIVATIONS, MLP
 
 
 def random_mlp(rng, sizes, activation):

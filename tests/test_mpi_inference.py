@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ase.io import read, write
 
-from dcf.modelfile import load_model
+from dcf.models import load_model
 from test_md import (IPIServer, gentle_model, li_p_o_cell, li_p_o_spec,
                      recorded_forces_match_the_model)
 
@@ -19,8 +19,8 @@ ASE_SCRIPT = '''
 import sys
 import numpy as np
 from ase.io import read
-from dcf.md import make_dynamics
-from dcf.modelfile import load_model
+from dcf.dynamics.md import make_dynamics
+from dcf.models import load_model
 from dcf.parallel import world
 
 comm = world()

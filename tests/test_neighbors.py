@@ -6,7 +6,7 @@ from ase.neighborlist import neighbor_list as ase_neighbor_list
 from hypothesis import given, strategies as st
 
 from dcf import neighbor_list
-from dcf.neighbors import VerletList, build_neighbor_list, complete_cell
+from dcf.descriptors.neighbors import VerletList, build_neighbor_list, complete_cell
 from reference import brute_force_neighbors
 
 
@@ -52,7 +52,7 @@ def test_matches_brute_force_over_all_images(system):
 def test_matches_ase(system):
     positions, cell, pbc, cutoff = system
     atoms = Atoms(f"H{len(positions)}", positions=positions, cell=cell, pbc=pbc)
-    i, j, S = neighbor_list(atoms, cutoff)
+    i, j, S = neighbor_list("ijS", atoms, cutoff)
     ai, aj, aS, ad = ase_neighbor_list("ijSd", atoms, cutoff)
     keep = ad < cutoff          # ASE may include pairs at exactly d == cutoff
     assert as_set(i, j, S) == as_set(ai[keep], aj[keep], aS[keep])
@@ -60,7 +60,7 @@ def test_matches_ase(system):
 
 def test_cell_thinner_than_cutoff_gives_self_images():
     atoms = Atoms("Ti", positions=[[0.3, 0.2, 0.1]], cell=[2.0, 2.5, 3.0], pbc=True)
-    i, j, S, d = neighbor_list(atoms, 5.0, "ijSd")
+    i, j, S, d = neighbor_list("ijSd", atoms, 5.0)
     assert np.all(i == 0) and np.all(j == 0)
     assert len(S) == len(as_set(i, j, S))            # every image once
     assert (0, 0, (0, 0, 0)) not in as_set(i, j, S)  # but never the atom itself
@@ -70,7 +70,7 @@ def test_cell_thinner_than_cutoff_gives_self_images():
 
 def test_isolated_molecule_with_zero_cell():
     atoms = Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
-    i, j, d = neighbor_list(atoms, 1.2, "ijd")
+    i, j, d = neighbor_list("ijd", atoms, 1.2)
     assert as_set(i, j, np.zeros((len(i), 3), int)) == {
         (0, 1, (0, 0, 0)), (1, 0, (0, 0, 0)), (0, 2, (0, 0, 0)), (2, 0, (0, 0, 0))}
     np.testing.assert_allclose(sorted(d), [0.96, 0.96, 0.9604686, 0.9604686], atol=1e-6)
@@ -85,25 +85,25 @@ def test_slab_with_zero_vacuum_vector_and_far_atoms():
 def test_large_random_cell_matches_ase(rng):
     atoms = Atoms("H300", positions=rng.uniform(size=(300, 3)) * 12.0,
                   cell=[[12, 0, 0], [3, 11, 0], [-2, 1, 10]], pbc=True)
-    i, j, S = neighbor_list(atoms, 3.0)
+    i, j, S = neighbor_list("ijS", atoms, 3.0)
     ai, aj, aS = ase_neighbor_list("ijS", atoms, 3.0)
     assert as_set(i, j, S) == as_set(ai, aj, aS)
 
 
 def test_quantities_and_errors():
     atoms = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]], cell=[5, 5, 5], pbc=True)
-    D, d = neighbor_list(atoms, 2.0, "Dd")
+    D, d = neighbor_list("Dd", atoms, 2.0)
     np.testing.assert_allclose(np.linalg.norm(D, axis=1), d)
     with pytest.raises(ValueError, match="cutoff"):
-        neighbor_list(atoms, -1.0)
+        neighbor_list("ijS", atoms, -1.0)
     with pytest.raises(ValueError, match="unknown quantities"):
-        neighbor_list(atoms, 2.0, "ijX")
+        neighbor_list("ijX", atoms, 2.0)
     bad = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]], cell=[5, 0, 5], pbc=True)
     with pytest.raises(ValueError, match="periodic"):
-        neighbor_list(bad, 2.0)
+        neighbor_list("ijS", bad, 2.0)
     atoms.positions[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        neighbor_list(atoms, 2.0)
+        neighbor_list("ijS", atoms, 2.0)
 
 
 def test_complete_cell_keeps_periodic_vectors():
@@ -124,7 +124,7 @@ def test_huge_spread_and_huge_cells_do_not_overflow_the_bins():
 def test_bad_thread_count():
     atoms = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]])
     with pytest.raises(ValueError, match="num_threads"):
-        neighbor_list(atoms, 2.0, num_threads=-1)
+        neighbor_list("ijS", atoms, 2.0, num_threads=-1)
 
 
 @given(periodic_systems(), st.floats(0.1, 1.5), st.integers(0, 2**32 - 1))
@@ -170,7 +170,7 @@ def test_verlet_list_rebuilds_only_when_needed(rng):
 
 def test_featurizer_with_a_skin_follows_md_exactly(rng):
     """Fingerprints along a trajectory, with the Verlet list reused, equal fresh ones."""
-    from dcf.fingerprints import Featurizer
+    from dcf.descriptors.fingerprints import Featurizer
     from conftest import all_kinds_spec, random_atoms
     spec = all_kinds_spec()
     atoms = random_atoms(rng).repeat(2)
@@ -195,3 +195,39 @@ def test_far_periodic_coordinates_and_tiny_cutoffs():
     assert open_z.first[-1] == open_z.first[-2]          # the far atom on the open axis
     tiny = build_neighbor_list(far[:20], cell, [True] * 3, 1e-170)
     assert len(tiny) == 0 and np.all(tiny.first == 0)
+
+
+def _as_sorted(*arrays):
+    """Entries as a sorted list of tuples (i, j, S...), for comparing lists entry by entry."""
+    return sorted(zip(*(np.asarray(x).tolist() for x in arrays)))
+
+
+@pytest.mark.parametrize("cutoff", [
+    2.6,
+    {("Cu", "Au"): 2.7, ("Au", "Au"): 3.1},
+    {(29, 29): 2.5},
+    [1.2, 1.4, 1.3, 1.5, 1.2, 1.4, 1.3, 1.5],
+], ids=["float", "symbol-pairs", "number-pairs", "per-atom-radii"])
+@pytest.mark.parametrize("self_interaction", [False, True])
+def test_drop_in_for_ase_neighbor_list(cutoff, self_interaction, rng):
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((2, 1, 1))
+    atoms.symbols[[1, 3, 6]] = "Au"
+    atoms.rattle(0.1, rng=rng)
+    atoms.cell[1, 0] = 0.4                  # triclinic
+    ours = neighbor_list("ijSdD", atoms, cutoff, self_interaction)
+    theirs = ase_neighbor_list("ijSdD", atoms, cutoff, self_interaction)
+    assert np.all(np.diff(ours[0]) >= 0)            # ordered by i, as ASE
+    assert _as_sorted(*ours[:3]) == _as_sorted(*theirs[:3])
+    order = np.lexsort((ours[2][:, 2], ours[2][:, 1], ours[2][:, 0], ours[1], ours[0]))
+    order_ase = np.lexsort((theirs[2][:, 2], theirs[2][:, 1], theirs[2][:, 0], theirs[1],
+                            theirs[0]))
+    np.testing.assert_allclose(ours[3][order], theirs[3][order_ase], atol=1e-12)
+    np.testing.assert_allclose(ours[4][order], theirs[4][order_ase], atol=1e-12)
+
+
+def test_per_atom_radii_must_match_the_atoms():
+    atoms = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]])
+    with pytest.raises(ValueError, match="3 cutoff radii for 2 atoms"):
+        neighbor_list("ij", atoms, [1.0, 1.0, 1.0])

@@ -9,7 +9,7 @@ import pytest
 from ase import Atoms
 from ase.io import write
 
-from dcf.reactions import (HMM, bonds, find_reactions, molecule_presence, presence_changes,
+from dcf.analysis.reactions import (HMM, bonds, find_reactions, molecule_presence, presence_changes,
                            rare_event_occurrence, reaction_snapshots, viterbi)
 
 BOX = 10.0
@@ -151,7 +151,7 @@ def test_cli_writes_reactions_and_snapshots(tmp_path, rng):
     assert report["reactions"][0]["atoms"] == [0, 1, 2, 3]
     assert set(report["snapshots"]["atom"]) == {0, 1, 2, 3}
     assert report["occurrence"]["F"]["snapshots"] > 0
-    from dcf.sampling import read_chosen
+    from dcf.data.sampling import read_chosen
     rows = read_chosen(chosen)
     np.testing.assert_array_equal(rows[:, :2], np.stack([report["snapshots"]["frame"],
                                                          report["snapshots"]["atom"]], 1))

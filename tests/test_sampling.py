@@ -5,7 +5,7 @@ from ase.data import atomic_numbers
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dcf.sampling import plan_snapshots, read_chosen, split_frames
+from dcf.data.sampling import plan_snapshots, read_chosen, split_frames
 
 ELEMENTS = ("Li", "O", "P")
 

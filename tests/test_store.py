@@ -8,10 +8,10 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from conftest import random_atoms
 from dcf import FingerprintSpec, featurize
-from dcf.frames import FrameData
-from dcf.pipeline import checkpoint_dir, featurize_to_store
-from dcf.sampling import plan_snapshots
-from dcf.store import FeatureStore, StoreError
+from dcf.data.frames import FrameData
+from dcf.data.pipeline import checkpoint_dir, featurize_to_store
+from dcf.data.sampling import plan_snapshots
+from dcf.data.store import FeatureStore, StoreError
 
 SPEC = "mailoa2019-S4"
 

@@ -210,7 +210,7 @@ cdef struct Terms:
 
 
 cdef class CompiledTerms:
-    """The terms of one central element as flat arrays (built by dcf.fingerprints)."""
+    """The terms of one central element as flat arrays (built by dcf.descriptors.fingerprints)."""
     cdef Terms t
     cdef object keep
     cdef public int nG, nA

@@ -1,3 +1,3 @@
 # The fingerprint kernels built for AVX-512F + AVX2 + FMA, with 8-lane vectors (vec.h);
-# dcf.fingerprints picks this module where the CPU supports it. The source is fingerprints.pyx.
+# dcf.descriptors.fingerprints picks this module where the CPU supports it. The source is fingerprints.pyx.
 include "fingerprints.pyx"

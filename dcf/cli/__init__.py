@@ -44,7 +44,7 @@ def _version() -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from dcf.parallel import MPIUnavailable
-    from dcf.spec import SpecError
+    from dcf.descriptors.spec import SpecError
     try:
         return args.run(args)
     except (SpecError, MPIUnavailable) as err:

@@ -79,7 +79,7 @@ def _shown(path: Path) -> str:
 
 
 def run(args) -> int:
-    from dcf.cost_report import Costs, findings, summary_lines, write_report
+    from dcf.bench.report import Costs, findings, summary_lines, write_report
 
     start = time.perf_counter()
     mode = "quick" if args.quick else "full"

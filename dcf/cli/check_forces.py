@@ -25,7 +25,7 @@ def add_arguments(p) -> None:
 
 def check_structure(model, atoms, delta: float, indices) -> dict:
     """Deviation of analytic from finite-difference forces on `indices` (eV/A)."""
-    from dcf.bp import finite_difference_forces
+    from dcf.models.bp import finite_difference_forces
 
     analytic = model.forces(atoms)[indices]
     numeric = finite_difference_forces(model.energy, atoms, delta, indices)
@@ -37,7 +37,7 @@ def check_structure(model, atoms, delta: float, indices) -> dict:
 def run(args) -> int:
     from ase.io import read
 
-    from dcf.modelfile import ModelFileError, load_model
+    from dcf.models import ModelFileError, load_model
 
     if args.delta <= 0 or args.tolerance < 0:
         raise SystemExit("dcf check-forces: --delta must be > 0 and --tolerance >= 0")

@@ -60,7 +60,7 @@ def _frames_from_file(path, index):
 
 
 def _load_models(paths) -> list:
-    from dcf.modelfile import ModelFileError, load_model
+    from dcf.models import ModelFileError, load_model
 
     models = []
     for path in paths:
@@ -92,7 +92,7 @@ def _reaction_set(path, models, model_paths, n_frames, numbers_of, data, all_num
     atomic numbers (used only when the file carries no occurrence). Returns the info of
     read_reaction_snapshots plus "symbols" (m,) and "occurrence" {el: fraction}.
     """
-    from dcf.evaluation import (check_reaction_source, element_totals, occurrence_from_counts,
+    from dcf.analysis.evaluation import (check_reaction_source, element_totals, occurrence_from_counts,
                                 read_reaction_snapshots, reaction_symbols)
 
     if not Path(path).is_file():
@@ -118,7 +118,7 @@ def _reaction_set(path, models, model_paths, n_frames, numbers_of, data, all_num
 
 def _evaluate_file(models, paths, data, args):
     """Table 1 (and 2) on a structure file; returns (results, covariance frames, tables, rx)."""
-    from dcf.evaluation import evaluate_frames, reaction_table
+    from dcf.analysis.evaluation import evaluate_frames, reaction_table
 
     frames = _frames_from_file(data, args.index)
     rx = None
@@ -142,8 +142,8 @@ def _evaluate_store(models, paths, data, args):
     those of the reaction snapshots, whatever their split."""
     import numpy as np
 
-    from dcf.evaluation import evaluate_frames, reaction_table
-    from dcf.store import FeatureStore, StoreError
+    from dcf.analysis.evaluation import evaluate_frames, evaluate_store, reaction_table
+    from dcf.data.store import FeatureStore, StoreError
 
     split = None if args.split == "all" else args.split
     try:
@@ -158,7 +158,7 @@ def _evaluate_store(models, paths, data, args):
                                       f"snapshots")
                 rx["in_store_training_frames"] = int(np.isin(
                     rx["pairs"][:, 0], store.frame_ids("train")).sum())
-            results = [m.evaluate_store(store, split=split) for m in models]
+            results = [evaluate_store(m, store, split=split) for m in models]
             ids = list(store.frame_ids(split))[:max(args.covariance_frames, 0)]
             cov_frames = [store.frame(k) for k in ids]
             tables = None
@@ -190,8 +190,8 @@ def _differing_counts(results) -> list[str]:
 
 
 def run(args) -> int:
-    from dcf.cli._common import write_atomic
-    from dcf.evaluation import covariance_error, format_force_table, format_reaction_table
+    from dcf.files import write_atomic
+    from dcf.analysis.evaluation import covariance_error, format_force_table, format_reaction_table
 
     models = _load_models(args.model)
     data = Path(args.data)
@@ -231,7 +231,7 @@ def run(args) -> int:
             print(f"note: {rx['in_store_training_frames']} reaction snapshot(s) lie in training "
                   f"frames of {data}")
     if args.plots:
-        from dcf.plots import parity_plots
+        from dcf.analysis.plots import parity_plots
         for lab, r in zip(labels, results):
             for path in parity_plots(r["parity"], args.plots, lab):
                 print(f"wrote {path}")

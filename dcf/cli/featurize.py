@@ -79,10 +79,10 @@ def run(args) -> int:
 
 
 def _run(args, comm) -> int:
-    from dcf.frames import FrameError, check_elements, read_frames
-    from dcf.pipeline import featurize_to_store
-    from dcf.sampling import plan_snapshots, read_chosen
-    from dcf.spec import FingerprintSpec
+    from dcf.data.frames import FrameError, check_elements, read_frames
+    from dcf.data.pipeline import featurize_to_store
+    from dcf.data.sampling import plan_snapshots, read_chosen
+    from dcf.descriptors.spec import FingerprintSpec
 
     out = Path(args.out)
     if out.suffix == ".npz":

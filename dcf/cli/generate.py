@@ -34,7 +34,8 @@ def _fail(message: str):
 def run(args) -> int:
     from ase.io import write
 
-    from dcf import generate
+    from dcf.data import generate
+    from dcf.files import write_atomic
 
     out = Path(args.out)
     if out.suffix not in (".extxyz", ".xyz"):
@@ -64,10 +65,9 @@ def run(args) -> int:
 
         bar = tqdm(total=args.steps // args.interval, unit="frame", desc="generate",
                    file=sys.stderr)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial{out.suffix}")
     temperatures = []
-    try:
+
+    def write_frames(tmp):
         with open(tmp, "w") as fh:
             for frame in frames:
                 write(fh, frame, format="extxyz")
@@ -75,13 +75,14 @@ def run(args) -> int:
                 temperatures.append(frame.info["temperature_K"])
                 if bar is not None:
                     bar.update(1)
-        tmp.replace(out)
+
+    try:
+        write_atomic(out, write_frames)
     except ValueError as err:
         _fail(str(err))
     finally:
         if bar is not None:
             bar.close()
-        tmp.unlink(missing_ok=True)
     print(f"{atoms.get_chemical_formula()} ({len(atoms)} atoms), {args.calculator}, "
           f"{args.temperature:g} K: {len(temperatures)} frames, mean T "
           f"{sum(temperatures) / len(temperatures):.0f} K")

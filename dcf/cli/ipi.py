@@ -26,8 +26,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ase.io import read
 
-    from dcf.ipi import ServerError, connect, serve
-    from dcf.modelfile import ModelFileError, load_model
+    from dcf.dynamics.ipi import ServerError, connect, serve
+    from dcf.models import ModelFileError, load_model
     from dcf.parallel import world
 
     comm = world()

@@ -19,7 +19,7 @@ HELP = "thermostatted MD with a model (Langevin, Bussi, Nose-Hoover chain; NVE t
 
 
 def add_arguments(p) -> None:
-    from dcf.md import THERMOSTATS
+    from dcf.dynamics.md import THERMOSTATS
     p.add_argument("model", help="model file (.dcf) from dcf train")
     p.add_argument("structure", help="starting structure (any file ase.io reads; last frame)")
     p.add_argument("--thermostat", choices=THERMOSTATS, default="langevin")
@@ -44,7 +44,7 @@ def _start(args, traj: Path):
     """The starting atoms and step number: a fresh structure or the trajectory's last frame."""
     from ase.io import read
 
-    from dcf.md import thermal_velocities
+    from dcf.dynamics.md import thermal_velocities
 
     if args.restart:
         if not traj.is_file():
@@ -70,8 +70,8 @@ def _start(args, traj: Path):
 def run(args) -> int:
     from ase.io.trajectory import Trajectory
 
-    from dcf.md import element_temperatures, energy_drift, make_dynamics, thermostat_seed
-    from dcf.modelfile import ModelFileError, load_model
+    from dcf.dynamics.md import element_temperatures, energy_drift, make_dynamics, thermostat_seed
+    from dcf.models import ModelFileError, load_model
     from dcf.parallel import world
 
     comm = world()                  # before ASE picks its MPI world: mpi4py is then imported

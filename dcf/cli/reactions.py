@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from dcf.cli._common import write_atomic
+from dcf.files import write_atomic
 
 HELP = "find chemical reactions in a trajectory and the reacting atomic snapshots"
 
@@ -35,7 +35,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ase.io import iread
 
-    from dcf import reactions as rx
+    from dcf.analysis import reactions as rx
 
     path = Path(args.trajectory)
     if not path.is_file():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from dcf.cli._common import write_atomic
+from dcf.files import write_atomic
 
 HELP = "write a fingerprint spec for other elements, following a preset's pattern"
 
@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from dcf.spec import FingerprintSpec
+    from dcf.descriptors.spec import FingerprintSpec
     base = FingerprintSpec.resolve(args.like)
     elements = [e.strip() for e in args.elements.split(",") if e.strip()]
     spec, dropped = base.like(elements, name=args.name or "")

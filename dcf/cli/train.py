@@ -15,7 +15,7 @@ from pathlib import Path
 HELP = "train a DCF or B-P model on a feature store"
 
 # model kind -> module with add_train_arguments(group) and train_from_store(store, args, log)
-TRAINERS = {"dcf": ("dcf.dcf_training", "DCF options"), "bp": ("dcf.bp_training", "B–P options")}
+TRAINERS = {"dcf": ("dcf.training.dcf", "DCF options"), "bp": ("dcf.training.bp", "B–P options")}
 
 
 def add_arguments(p) -> None:
@@ -56,7 +56,7 @@ def _log(message: str) -> None:
 
 
 def run(args) -> int:
-    from dcf.store import FeatureStore, StoreError
+    from dcf.data.store import FeatureStore, StoreError
 
     out = Path(args.out)
     if args.checkpoint is None:

@@ -18,7 +18,7 @@ G (n, nG) and covariant unit axes A (n, nA, 3) to forces F (n, 3) in eV/A, in tw
 
 NN3 is NN1 followed by the head, trained end to end; after training the file holds its NN1 and
 head weights, so inference is the same code for every stage. Training lives in
-`dcf.dcf_training` (TensorFlow); this module needs numpy only, so MD never imports TensorFlow.
+`dcf.training.dcf` (TensorFlow); this module needs numpy only, so MD never imports TensorFlow.
 """
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ import functools
 
 import numpy as np
 
-from dcf.mlp import ACTIVATIONS, MLP
-from dcf.modelfile import ModelFileError, write_model_file
+from dcf.models.mlp import ACTIVATIONS, MLP
+from dcf.models.modelfile import ModelFileError, write_model_file
 from dcf.parallel import SerialComm
-from dcf.spec import FingerprintSpec, SpecError
+from dcf.descriptors.spec import FingerprintSpec, SpecError
 
 HEADS = ("paper", "covariant")
 LAYOUTS = ("separate", "shared")
@@ -217,8 +217,8 @@ class DCFModel:
 
     def featurizer(self):
         if self._featurizer is None:
-            from dcf.fingerprints import Featurizer
-            from dcf.neighbors import MD_SKIN
+            from dcf.descriptors.fingerprints import Featurizer
+            from dcf.descriptors.neighbors import MD_SKIN
             self._featurizer = Featurizer(self.spec, self.num_threads, skin=MD_SKIN)
         return self._featurizer
 
@@ -258,7 +258,7 @@ class DCFModel:
                 f"Behler-Parrinello model (`dcf train --model bp`) for energies and stress.")
 
     def calculator(self):
-        from dcf.calculator import ModelCalculator
+        from dcf.models.calculator import ModelCalculator
         return ModelCalculator(self)
 
     # ---- checks ----------------------------------------------------------------------------
@@ -269,37 +269,6 @@ class DCFModel:
                              f"(sha256 {spec.fingerprint[:12]}), but this model uses "
                              f"{self.spec.name!r} (sha256 {self.spec.fingerprint[:12]}); "
                              f"featurize the data with the model's spec")
-
-    # ---- evaluation ------------------------------------------------------------------------
-    def evaluate_store(self, store, split: str = "test", batch_size: int = 4096) -> dict:
-        """Table-1 accuracy on a feature store's split.
-
-        Without net-force removal the stored fingerprints are used (fast). With it, forces need
-        whole structures, so the split's frames are read and featurized again.
-        Returns {"model", "kind", "split", "source", "forces": {el: force_metrics},
-        "energy": None, "parity": {el: {"ref": (n, 3), "pred": (n, 3)}}}.
-        """
-        from dcf.evaluation import evaluate_frames, force_metrics
-
-        self.check_spec(store.spec, "the feature store")
-        if self.remove_net_force:
-            ids = list(store.frame_ids(split))
-            result = evaluate_frames(self, [store.frame(k) for k in ids], ids)
-            result.update(model=self.label, split=split, source="frames")
-            return result
-        self._require_head()
-        parity, metrics = {}, {}
-        for el in self.elements:
-            refs, preds = [], []
-            for batch in store.batches(el, batch_size, split=split, shuffle=False):
-                refs.append(np.asarray(batch["F"], float))
-                preds.append(self.predict(el, batch["G"], batch["A"]))
-            ref = np.concatenate(refs) if refs else np.zeros((0, 3))
-            pred = np.concatenate(preds) if preds else np.zeros((0, 3))
-            parity[el] = {"ref": ref, "pred": pred}
-            metrics[el] = force_metrics(pred, ref)
-        return {"model": self.label, "kind": self.kind, "split": split, "source": "features",
-                "forces": metrics, "energy": None, "parity": parity}
 
     # ---- model file ------------------------------------------------------------------------
     def to_file_contents(self) -> tuple[dict, dict]:
@@ -329,7 +298,7 @@ class DCFModel:
 
     @classmethod
     def from_file(cls, metadata: dict, arrays: dict) -> "DCFModel":
-        """Rebuild a model from `dcf.modelfile.read_model_file` output, checking consistency."""
+        """Rebuild a model from `dcf.models.modelfile.read_model_file` output, checking consistency."""
         try:
             return cls._from_file(metadata, arrays)
         except ModelFileError:

@@ -10,8 +10,8 @@ loading an untrusted file executes no code). It holds
 * named float arrays: the network weights, keyed by path-like names such as
   ``"Li/nn1/0/W"``.
 
-``load_model(path)`` reads the metadata and hands the file to the model class named by
-``"model"``; each class provides ``from_file(metadata, arrays)``.
+``dcf.models.load_model(path)`` reads the metadata and hands the file to the model class named
+by ``"model"``; each class provides ``from_file(metadata, arrays)``.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from dcf.files import write_atomic
 
 FORMAT = "dcf-model"
 VERSION = 1
@@ -46,16 +48,11 @@ def write_model_file(path, metadata: dict, arrays: dict[str, np.ndarray]) -> Pat
     for name, a in payload.items():
         if a.dtype == object:
             raise ValueError(f"array {name!r} has dtype object; model files hold numbers only")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    def write(tmp):
         with open(tmp, "wb") as fh:
             np.savez(fh, **{_METADATA: np.array(json.dumps(meta))}, **payload)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return write_atomic(path, write)
 
 
 def read_model_file(path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -79,20 +76,3 @@ def read_model_file(path) -> tuple[dict, dict[str, np.ndarray]]:
         raise ModelFileError(f"{path} has model-file version {meta.get('version')!r}; this dcf "
                              f"reads versions up to {VERSION}: upgrade dcf")
     return meta, arrays
-
-
-def model_classes() -> dict:
-    """Model kinds known to load_model, imported on demand."""
-    from dcf.bp import BPModel
-    from dcf.dcf_model import DCFModel
-    return {"dcf": DCFModel, "bp": BPModel}
-
-
-def load_model(path):
-    """Load a DCF or B–P model file; returns the model object (see its `forces`, `calculator`)."""
-    meta, arrays = read_model_file(path)
-    kind = meta.get("model")
-    classes = model_classes()
-    if kind not in classes:
-        raise ModelFileError(f"{path}: unknown model kind {kind!r} (known: {sorted(classes)})")
-    return classes[kind].from_file(meta, arrays)

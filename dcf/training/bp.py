@@ -1,6 +1,6 @@
 """Training of Behler–Parrinello atomic-energy networks on total energies and forces.
 
-Model (see dcf.bp): E = sum_i [NN_el(i)(x_i) + e_el(i)], x_i = (G_i - mean_el) / std_el.
+Model (see dcf.models.bp): E = sum_i [NN_el(i)(x_i) + e_el(i)], x_i = (G_i - mean_el) / std_el.
 
 Loss: the Dellostritto review eq. 53, per frame with N atoms,
 
@@ -10,7 +10,7 @@ averaged over the frames of a batch; beta (`force_weight`) sets the weight of th
 terms against the one energy term. With `energy_only` the force term is dropped (PROPhet).
 
 Forces during training come from the sparse per-neighbor derivatives of the fingerprints
-(dcf.fingerprints.Features.dG, pair_row, pair_atom): for each neighbor entry p of central row i
+(dcf.descriptors.fingerprints.Features.dG, pair_row, pair_atom): for each neighbor entry p of central row i
 and neighbor atom j, with c_p = sum_a dE/dx_ia dx_ia/dr_j,
 
     F_j -= c_p,     F_i += c_p      (the center's derivative is minus its row's sum).
@@ -308,10 +308,10 @@ def train_bp(frames, spec, config: BPTrainConfig | None = None, log=print):
     without improvement. Training stops after `epochs` or `max_minutes`.
     """
     import tensorflow as tf
-    from dcf.bp import invariant_spec
-    from dcf.dcf_training import set_threads
-    from dcf.fingerprints import Featurizer
-    from dcf.spec import FingerprintSpec
+    from dcf.models.bp import invariant_spec
+    from dcf.training.core import set_threads
+    from dcf.descriptors.fingerprints import Featurizer
+    from dcf.descriptors.spec import FingerprintSpec
 
     config = config or BPTrainConfig()
     set_threads(config.num_threads)
@@ -435,8 +435,8 @@ def export_model(spec, nets: dict, data: _Dataset, config: BPTrainConfig, record
     """The numpy BPModel of trained Keras networks, with the dataset's normalization and
     reference energies."""
     import keras
-    from dcf.bp import BPModel
-    from dcf.mlp import MLP
+    from dcf.models.bp import BPModel
+    from dcf.models.mlp import MLP
 
     networks = {}
     for el in data.elements:

@@ -29,8 +29,8 @@ import numpy as np
 from ase.data import atomic_numbers
 
 from dcf._ext import fingerprints as _portable
-from dcf.neighbors import NeighborList, VerletList, build_neighbor_list, resolve_threads
-from dcf.spec import FingerprintSpec, SpecError
+from dcf.descriptors.neighbors import NeighborList, VerletList, build_neighbor_list, resolve_threads
+from dcf.descriptors.spec import FingerprintSpec, SpecError
 
 _MODE_VALUES, _MODE_DERIVATIVES, _MODE_FORCES = 0, 1, 2
 KERNELS = ("auto", "avx512", "avx2", "portable")

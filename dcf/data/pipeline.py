@@ -1,7 +1,7 @@
 """Featurize frames into a feature store: in blocks, restartable, shared across MPI ranks.
 
 ``featurize_to_store(out, spec, frames, plan, provenance)`` computes G and A of every sampled
-snapshot (dcf.sampling.SamplingPlan) and writes the store (dcf.store) to `out`.
+snapshot (dcf.data.sampling.SamplingPlan) and writes the store (dcf.data.store) to `out`.
 
 How it stays restartable and identical across rank counts:
 
@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dcf.files import write_atomic
 from dcf.parallel import SerialComm
-from dcf.spec import FingerprintSpec
+from dcf.descriptors.spec import FingerprintSpec
 
 MANIFEST = "manifest.json"
 
@@ -161,16 +162,16 @@ def featurize_to_store(out, spec: FingerprintSpec, frames, plan, provenance: dic
                        compression: str = "gzip") -> RunSummary:
     """Featurize the sampled snapshots of `frames` and write the feature store `out`.
 
-    frames: dcf.frames.FrameData; plan: dcf.sampling.SamplingPlan over those frames;
+    frames: dcf.data.frames.FrameData; plan: dcf.data.sampling.SamplingPlan over those frames;
     provenance: JSON-serializable dict stored in the file; comm: dcf.parallel communicator
     (default serial); block_frames: frames per checkpoint block (default from
     default_block_frames); resume: reuse finished blocks of an interrupted run of the same job;
     on_progress(frames, atoms): called on rank 0 as blocks finish on any rank (including, once,
-    the blocks resumed); compression: of the store (dcf.store.StoreWriter).
+    the blocks resumed); compression: of the store (dcf.data.store.StoreWriter).
     Raises ValueError (on every rank) if a frame cannot be featurized; the checkpoint folder
     is then removed, as it is after success.
     """
-    from dcf.fingerprints import Featurizer
+    from dcf.descriptors.fingerprints import Featurizer
 
     comm = comm or SerialComm()
     out = Path(out)
@@ -216,22 +217,23 @@ def featurize_to_store(out, spec: FingerprintSpec, frames, plan, provenance: dic
 
 def _assemble(out: Path, spec, frames, plan, provenance, blocks, folder, compression) -> None:
     """Write the store from the block files, under a temporary name, then rename it."""
-    from dcf.store import StoreWriter
+    from dcf.data.store import StoreWriter
 
-    tmp = out.with_name(f".{out.name}.partial{out.suffix}")
-    writer = StoreWriter(tmp, spec, frames, plan, provenance, compression)
-    try:
-        for b in range(blocks.n):
-            with np.load(_block_path(folder, b)) as z:
-                for el in spec.elements:
-                    lo, hi = blocks.row_range(el, b)
-                    if hi > lo:
-                        writer.write_features(el, lo, z[f"{el}.G"], z[f"{el}.A"], z[f"{el}.F"])
-        writer.finish()
-        tmp.replace(out)
-    finally:
-        writer.close()
-        tmp.unlink(missing_ok=True)
+    def write(tmp):
+        writer = StoreWriter(tmp, spec, frames, plan, provenance, compression)
+        try:
+            for b in range(blocks.n):
+                with np.load(_block_path(folder, b)) as z:
+                    for el in spec.elements:
+                        lo, hi = blocks.row_range(el, b)
+                        if hi > lo:
+                            writer.write_features(el, lo, z[f"{el}.G"], z[f"{el}.A"],
+                                                  z[f"{el}.F"])
+            writer.finish()
+        finally:
+            writer.close()
+
+    write_atomic(out, write)
 
 
 class _Tally:

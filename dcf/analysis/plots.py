@@ -16,8 +16,8 @@ def parity_plot(ref: np.ndarray, pred: np.ndarray, title: str, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dcf.cli._common import write_atomic
-    from dcf.evaluation import force_metrics
+    from dcf.files import write_atomic
+    from dcf.analysis.evaluation import force_metrics
 
     ref, pred = np.asarray(ref, float).reshape(-1, 3), np.asarray(pred, float).reshape(-1, 3)
     fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=120)

@@ -13,7 +13,7 @@ Per central element, three stages, each trained to early stopping on held-out fr
 
 TensorFlow is imported inside the functions here, never at module import (the CLI imports this
 module for its arguments). Data come from any object with the feature-store interface
-(`dcf.store.FeatureStore`, or `MemoryFeatures` below for arrays in memory); batches are streamed,
+(`dcf.data.store.FeatureStore`, or `MemoryFeatures` below for arrays in memory); batches are streamed,
 so the data set never has to fit in memory. Checkpoints (atomic, no pickle) hold the weights,
 optimizer state and position, so an interrupted run resumes where it stopped.
 """
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dcf.evaluation import random_rotations
-from dcf.dcf_model import (COEFFICIENT_INPUTS, HEADS, LAYOUTS, STAGES, DCFModel, ElementNetworks,
+from dcf.rotations import random_rotations
+from dcf.training.core import set_threads
+from dcf.models.dcf import (COEFFICIENT_INPUTS, HEADS, LAYOUTS, STAGES, DCFModel, ElementNetworks,
                            NetworkStack)
 
 CHECKPOINT_KIND = "dcf-checkpoint"
@@ -160,7 +161,7 @@ def train_from_store(store, args, log=print) -> DCFModel:
     config = config_from_args(args)
     init = None
     if getattr(args, "init", None):
-        from dcf.modelfile import load_model
+        from dcf.models import load_model
         init = load_model(args.init)
         if init.kind != "dcf":
             raise TrainingError(f"--init {args.init} is a {init.kind} model, not a DCF model")
@@ -177,7 +178,7 @@ class MemoryFeatures:
     """
 
     def __init__(self, frames, spec, test_fraction: float = 0.2, seed: int = 0):
-        from dcf.fingerprints import Featurizer
+        from dcf.descriptors.fingerprints import Featurizer
         featurizer = Featurizer(spec)
         self.spec = featurizer.spec
         self.elements = self.spec.elements
@@ -336,7 +337,7 @@ def build_nn1(config, nG, nA):
 
 def build_head(config, nG, nA):
     """The head: [normalized G (n, nG), F_int / fint_scale (n, nA), A (n, nA, 3)]
-    -> F / force_scale (n, 3). See dcf.dcf_model.ElementNetworks.head_forces."""
+    -> F / force_scale (n, 3). See dcf.models.dcf.ElementNetworks.head_forces."""
     keras = _keras()
     ops = keras.ops
     G = keras.Input((nG,), name="G")
@@ -375,7 +376,7 @@ def build_nn3(config, nG, nA, nn1_weights, head_weights):
 
 def stack_from_keras(model, name, count, depth, activation) -> NetworkStack:
     """The numpy NetworkStack of networks `name`_k (k < count) of a Keras model."""
-    from dcf.mlp import MLP
+    from dcf.models.mlp import MLP
     return NetworkStack([MLP.from_keras([model.get_layer(f"{name}_{k}_{j}")
                                          for j in range(depth)], activation)
                          for k in range(count)])
@@ -442,17 +443,6 @@ def config_of_model(model: DCFModel, config) -> DCFTrainingConfig:
 
 
 # ---- the training run ---------------------------------------------------------------------------
-def set_threads(threads: int | None) -> None:
-    """Limit TensorFlow's thread pools (only possible before TensorFlow starts computing)."""
-    import tensorflow as tf
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-            tf.config.threading.set_inter_op_parallelism_threads(int(threads))
-        except RuntimeError:        # TensorFlow already computing: keep its setting
-            return
-
-
 class Adam:
     """Adam (Kingma & Ba 2015) on a list of variables, as small TensorFlow ops.
 
@@ -578,7 +568,7 @@ class _Trainer:
         now = time.monotonic()
         if not force and now - self._last_ckpt < self.config.checkpoint_every:
             return
-        from dcf.modelfile import write_model_file
+        from dcf.models.modelfile import write_model_file
         arrays = {}
         for el in self.spec.elements:
             for key, value in self.norms[el].items():
@@ -595,7 +585,7 @@ class _Trainer:
     def _load_checkpoint(self) -> bool:
         if self.ckpt_path is None or self.restart or not self.ckpt_path.exists():
             return False
-        from dcf.modelfile import ModelFileError, read_model_file
+        from dcf.models.modelfile import ModelFileError, read_model_file
         try:
             meta, arrays = read_model_file(self.ckpt_path)
         except ModelFileError as err:

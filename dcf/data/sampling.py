@@ -109,7 +109,7 @@ def plan_snapshots(numbers: np.ndarray, first_atom: np.ndarray, elements,
     """Sample snapshots per element and split frames into train and test.
 
     numbers (n_atoms,) atomic numbers of all frames concatenated; first_atom (n_frames + 1,)
-    frame offsets (as in dcf.frames.FrameData); elements: symbols to sample.
+    frame offsets (as in dcf.data.frames.FrameData); elements: symbols to sample.
     n_snapshots: per element, drawn without replacement from all its atoms in all frames
     (train and test alike; all of them when None or when there are fewer).
     chosen: (m, 2) or (m, 3) array of frame, atom[, weight]: always included, with that weight

@@ -18,12 +18,12 @@ import time
 
 import numpy as np
 
-from dcf.bp import BPModel, invariant_spec
-from dcf.dcf_model import DCFModel, ElementNetworks, NetworkStack, head_input_size
-from dcf.mlp import MLP
-from dcf.neighbors import build_neighbor_list
-from dcf.spec import FingerprintSpec
-from dcf.structures import system_b
+from dcf.models.bp import BPModel, invariant_spec
+from dcf.models.dcf import DCFModel, ElementNetworks, NetworkStack, head_input_size
+from dcf.models.mlp import MLP
+from dcf.descriptors.neighbors import build_neighbor_list
+from dcf.descriptors.spec import FingerprintSpec
+from dcf.data.structures import system_b
 
 S4 = FingerprintSpec.preset("mailoa2019-S4")
 NN1_HIDDEN = (50, 50)        # Table S4: NN1 2 x 50
@@ -149,7 +149,7 @@ class MDRun:
 
     def __init__(self, atoms, calculator, temperature: float = 300.0, timestep: float = 1.0,
                  damping: float = 100.0, seed: int = 0):
-        from dcf.md import make_dynamics, thermal_velocities
+        from dcf.dynamics.md import make_dynamics, thermal_velocities
         self.atoms = atoms.copy()
         self.atoms.calc = calculator
         thermal_velocities(self.atoms, temperature, seed)
@@ -195,7 +195,7 @@ def profile_dcf_step(model: DCFModel, atoms, repeats: int = 5, **md) -> dict:
     {"parts": {part: s}, "spread": {timer: IQR s}, "force_call": s, "md_step": s,
     "n_atoms": n, "repeats": repeats}.
     """
-    from dcf.fingerprints import Featurizer
+    from dcf.descriptors.fingerprints import Featurizer
     fz = model.featurizer()
     fz_g = Featurizer(invariant_spec(model.spec), fz.num_threads)
     run = MDRun(atoms, model.calculator(), **md)

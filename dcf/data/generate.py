@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dcf.rotations import random_rotation
+
 # Li4P2O7: 201.8 g/mol, 2.33 g/cm^3 (triclinic P-1, Z = 2, V ~ 288 A^3): 143.9 A^3 per unit
 LI4P2O7_VOLUME_PER_UNIT = 143.9
 P_O_BRIDGE, P_O_TERMINAL, P_O_P_ANGLE = 1.60, 1.52, 130.0     # Angstrom, degrees
@@ -42,12 +44,6 @@ def pyrophosphate() -> np.ndarray:
     return pos - pos.mean(axis=0)
 
 
-def _random_rotation(rng) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
-
-
 def _min_distance(a, b, cell) -> float:
     """Smallest minimum-image distance between point sets a (n, 3) and b (m, 3), cubic cell."""
     if len(a) == 0 or len(b) == 0:
@@ -73,7 +69,7 @@ def li4p2o7(formula_units: int = 2, seed: int = 0, min_distance: float = 1.8,
         if not todo:
             break
         name, group = todo[0]
-        trial = group @ _random_rotation(rng).T + rng.uniform(size=3) * cell
+        trial = group @ random_rotation(rng).T + rng.uniform(size=3) * cell
         if _min_distance(trial, positions, cell) >= min_distance:
             positions = np.vstack([positions, trial])
             symbols += ["P", "P"] + ["O"] * 7 if name == "P2O7" else ["Li"]
@@ -100,7 +96,7 @@ def cu3au(seed: int = 0):
 
 def structure(name: str, seed: int = 0):
     """A built-in starting structure (see STRUCTURES) or the last frame of a file."""
-    from dcf.structures import system_b
+    from dcf.data.structures import system_b
 
     if name == "li4p2o7":
         return li4p2o7(2, seed)

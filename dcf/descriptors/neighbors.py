@@ -164,19 +164,66 @@ class VerletList:
         return NeighborList(nl.first, nl.j, nl.S, D, d, nl.cutoff)
 
 
-def neighbor_list(atoms, cutoff: float, quantities: str = "ijS",
-                  num_threads: int | None = None):
-    """Full neighbor list of an ``ase.Atoms``, like ``ase.neighborlist.neighbor_list``.
+def neighbor_list(quantities: str, a, cutoff, self_interaction: bool = False,
+                  max_nbins: float = 1e6, *, num_threads: int | None = None):
+    """Full neighbor list of an ``ase.Atoms``: a drop-in for ``ase.neighborlist.neighbor_list``.
 
-    `quantities` is a string of letters: i (central atom), j (neighbor), S (integer
-    shift, (m, 3)), D (vector r_j - r_i + S @ cell, (m, 3) A), d (distance, (m,) A).
-    Returns one array per letter, as a tuple (or the array alone for one letter).
+    quantities: a string of letters, one array returned for each, in order: i (central
+    atom, (m,)), j (neighbor, (m,)), S (integer cell shift, (m, 3)), D (vector
+    r_j - r_i + S @ cell, (m, 3) A), d (distance |D|, (m,) A).
+    cutoff: a distance in A (pairs with d < cutoff); a dict {(el1, el2): A} with element
+    symbols or atomic numbers (symmetric; pairs not named are excluded); or a sequence of
+    one radius per atom (pairs with d < r_i + r_j), as ASE's `natural_cutoffs` gives.
+    self_interaction: also return each atom with itself (S = 0, d = 0), as ASE does.
+    max_nbins: accepted for ASE compatibility; the cell list sizes its bins itself.
+    Entries are ordered by i. Returns a tuple, or the array alone for one letter.
     """
-    nl = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff, num_threads)
-    table = {"i": lambda: nl.i, "j": lambda: nl.j, "S": lambda: nl.S,
-             "D": lambda: nl.D, "d": lambda: nl.d}
-    unknown = set(quantities) - set(table)
+    table = {"i", "j", "S", "D", "d"}
+    unknown = set(quantities) - table
     if unknown:
-        raise ValueError(f"unknown quantities {sorted(unknown)} in {quantities!r}; use i, j, S, D, d")
-    out = tuple(table[q]() for q in quantities)
+        raise ValueError(f"unknown quantities {sorted(unknown)} in {quantities!r}; "
+                         f"use i, j, S, D, d")
+    numbers = a.numbers
+    pair_cut = None
+    if isinstance(cutoff, dict):
+        from ase.data import atomic_numbers
+
+        def z(el):
+            return atomic_numbers[el] if isinstance(el, str) else int(el)
+        pair_cut = {}
+        for (e1, e2), c in cutoff.items():
+            pair_cut[(z(e1), z(e2))] = pair_cut[(z(e2), z(e1))] = float(c)
+        reach = max(pair_cut.values(), default=0.0)
+    elif np.ndim(cutoff) == 1:
+        radii = np.asarray(cutoff, dtype=float)
+        if radii.shape != (len(a),):
+            raise ValueError(f"{len(radii)} cutoff radii for {len(a)} atoms")
+        reach = 2 * float(radii.max()) if len(radii) else 0.0
+    else:
+        reach = float(cutoff)
+    nl = build_neighbor_list(a.positions, a.cell.array, a.pbc, reach, num_threads)
+    i, j, S, D, d = nl.i, nl.j, nl.S, nl.D, nl.d
+    keep = None
+    if pair_cut is not None:
+        table = np.full((119, 119), -1.0)
+        for (z1, z2), c in pair_cut.items():
+            table[z1, z2] = c
+        keep = d < table[numbers[i], numbers[j]]
+    elif np.ndim(cutoff) == 1:
+        keep = d < radii[i] + radii[j]
+    if keep is not None:
+        i, j, S, D, d = i[keep], j[keep], S[keep], D[keep], d[keep]
+    if self_interaction:
+        own = np.arange(len(a))
+        if pair_cut is not None:        # as ASE: an atom is its own neighbor if its pair is named
+            own = own[table[numbers, numbers] > 0]
+        n = len(own)
+        i = np.concatenate([i, own.astype(i.dtype)])
+        j = np.concatenate([j, own.astype(j.dtype)])
+        S = np.concatenate([S, np.zeros((n, 3), dtype=S.dtype)])
+        D = np.concatenate([D, np.zeros((n, 3))])
+        d = np.concatenate([d, np.zeros(n)])
+    order = np.argsort(i, kind="stable")
+    values = {"i": i, "j": j, "S": S, "D": D, "d": d}
+    out = tuple(values[q][order] for q in quantities)
     return out[0] if len(out) == 1 else out

@@ -11,18 +11,18 @@ fused Cython kernel (`Featurizer.forces`), so no dG/dr array is ever formed:
 
     F_j = -sum_i sum_a dE/dG_ia dG_ia/dr_j      (eV/A),   W = -dE/dstrain (eV),   stress = -W/V
 
-Training lives in `dcf.bp_training` (TensorFlow); this module needs only numpy and the core.
+Training lives in `dcf.training.bp` (TensorFlow); this module needs only numpy and the core.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from dcf.fingerprints import Featurizer
-from dcf.mlp import MLP
-from dcf.modelfile import ModelFileError, write_model_file
-from dcf.neighbors import MD_SKIN, resolve_threads
+from dcf.descriptors.fingerprints import Featurizer
+from dcf.models.mlp import MLP
+from dcf.models.modelfile import ModelFileError, write_model_file
+from dcf.descriptors.neighbors import MD_SKIN, resolve_threads
 from dcf.parallel import SerialComm
-from dcf.spec import KINDS, FingerprintSpec
+from dcf.descriptors.spec import KINDS, FingerprintSpec
 
 LABEL = "B-P"
 
@@ -142,21 +142,8 @@ class BPModel:
 
     def calculator(self):
         """An ASE calculator (energy, free_energy, energies, forces, stress)."""
-        from dcf.calculator import ModelCalculator
+        from dcf.models.calculator import ModelCalculator
         return ModelCalculator(self)
-
-    # ---------------------------------------------------------------- evaluation
-    def evaluate_store(self, store, split: str = "test") -> dict:
-        """`dcf.evaluation.evaluate_frames` on a FeatureStore split ("train", "test" or None
-        for all); parity rows carry the store's frame ids."""
-        if store.spec != self.spec:
-            raise ValueError(f"the feature store was made with spec {store.spec.name!r} "
-                             f"({store.spec.fingerprint[:12]}), the B-P model with "
-                             f"{self.spec.name!r} ({self.spec.fingerprint[:12]})")
-        from dcf.evaluation import evaluate_frames
-
-        ids = list(store.frame_ids(split))
-        return evaluate_frames(self, [store.frame(int(k)) for k in ids], ids)
 
     # ---------------------------------------------------------------- files
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -174,12 +161,12 @@ class BPModel:
                 "atom_energy": self.atom_energy, "training": self.training}
 
     def save(self, path):
-        """Write the model file (see dcf.modelfile); returns its path."""
+        """Write the model file (see dcf.models.modelfile); returns its path."""
         return write_model_file(path, self.metadata(), self.to_arrays())
 
     @classmethod
     def from_file(cls, metadata: dict, arrays: dict, num_threads: int | None = None):
-        """Rebuild a model from `dcf.modelfile.read_model_file` output; raises ModelFileError
+        """Rebuild a model from `dcf.models.modelfile.read_model_file` output; raises ModelFileError
         for a file that is not a consistent B–P model."""
         if metadata.get("model") != cls.kind:
             raise ModelFileError(f"not a B-P model file (model {metadata.get('model')!r})")

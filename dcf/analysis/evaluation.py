@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dcf.rotations import random_rotations
+
 
 def force_metrics(F_pred, F_ref) -> dict:
     """Error measures of predicted forces (n, 3) against reference forces (n, 3), eV/A.
@@ -122,6 +124,38 @@ def evaluate_frames(model, frames, frame_ids=None) -> dict:
             "parity": parity, "n_frames": len(frames)}
 
 
+def evaluate_store(model, store, split: str | None = "test", batch_size: int = 4096) -> dict:
+    """Table-1 accuracy of `model` on a FeatureStore split ("train", "test" or None for all).
+
+    A DCF model without net-force removal is evaluated on the stored fingerprints (fast).
+    Otherwise (B–P, or forces that need the whole structure) the split's frames are read
+    and evaluated with `evaluate_frames`; parity rows then carry the store's frame ids.
+    Returns the `evaluate_frames` dict plus "split" and "source" ("features" or "frames").
+    """
+    if store.spec.fingerprint != model.spec.fingerprint:
+        raise ValueError(f"the feature store was made with fingerprint spec {store.spec.name!r} "
+                         f"(sha256 {store.spec.fingerprint[:12]}), but the model uses "
+                         f"{model.spec.name!r} (sha256 {model.spec.fingerprint[:12]}); "
+                         f"featurize the data with the model's spec")
+    if model.kind != "dcf" or model.remove_net_force:
+        ids = list(store.frame_ids(split))
+        result = evaluate_frames(model, [store.frame(int(k)) for k in ids], ids)
+        result.update(split=split, source="frames")
+        return result
+    parity, metrics = {}, {}
+    for el in model.elements:
+        refs, preds = [], []
+        for batch in store.batches(el, batch_size, split=split, shuffle=False):
+            refs.append(np.asarray(batch["F"], float))
+            preds.append(model.predict(el, batch["G"], batch["A"]))
+        ref = np.concatenate(refs) if refs else np.zeros((0, 3))
+        pred = np.concatenate(preds) if preds else np.zeros((0, 3))
+        parity[el] = {"ref": ref, "pred": pred}
+        metrics[el] = force_metrics(pred, ref)
+    return {"model": model_label(model), "kind": model.kind, "split": split,
+            "source": "features", "forces": metrics, "energy": None, "parity": parity}
+
+
 # ---- Table 2: the standard and the reaction test sets --------------------------------------
 
 def snapshot_keys(frame, atom) -> np.ndarray:
@@ -141,7 +175,7 @@ def read_reaction_snapshots(path) -> dict:
     import json
     from pathlib import Path
 
-    from dcf.sampling import read_chosen
+    from dcf.data.sampling import read_chosen
 
     path = Path(path)
     try:
@@ -321,14 +355,3 @@ def covariance_error(model, frames, n_rotations: int = 4, seed: int = 0) -> dict
     return {"covariance_error": float(np.concatenate(diff).mean()) / mean_ref
             if mean_ref > 0 else float("nan"),
             "max_abs_error": worst, "n_rotations": n_rotations, "n_frames": len(frames)}
-
-
-def random_rotations(n: int, rng) -> np.ndarray:
-    """n uniformly distributed proper rotation matrices (n, 3, 3), from random unit quaternions."""
-    q = rng.normal(size=(n, 4))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    w, x, y, z = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], 1)

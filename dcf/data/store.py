@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcf.spec import FingerprintSpec, SpecError
+from dcf.descriptors.spec import FingerprintSpec, SpecError
 
 FORMAT = "dcf-feature-store"
 VERSION = 1
@@ -269,9 +269,9 @@ class FeatureStore:
 
 class StoreWriter:
     """Writes a store: frames and the sampling plan at creation, snapshot features block by
-    block (write_features), and marks it complete on finish(). Used by dcf.pipeline.
+    block (write_features), and marks it complete on finish(). Used by dcf.data.pipeline.
 
-    frames: dcf.frames.FrameData; plan: dcf.sampling.SamplingPlan (rows in store order).
+    frames: dcf.data.frames.FrameData; plan: dcf.data.sampling.SamplingPlan (rows in store order).
     compression: "gzip" (any HDF5 reader; `level` 1-9), "lzf" (h5py only, ~3x faster) or "none".
     Fingerprints of real trajectories compress by only ~10-15%, so the fast gzip level 1 is
     the default.

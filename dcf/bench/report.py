@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcf.costs import (CLASSICAL_CUTOFF, DSF_ALPHA, LI_P_O_CHARGES,
+from dcf.bench.costs import (CLASSICAL_CUTOFF, DSF_ALPHA, LI_P_O_CHARGES,
                        N2P2_SECONDS_PER_208_ATOM_FRAME)
 
 NEIGHBOR_LIST = "neighbor list"
@@ -254,8 +254,8 @@ def machine_info() -> dict:
             return "not installed"
 
     from dcf import __version__
-    from dcf.fingerprints import kernel_module
-    from dcf.neighbors import MD_SKIN
+    from dcf.descriptors.fingerprints import kernel_module
+    from dcf.descriptors.neighbors import MD_SKIN
     return {
         "kernel": kernel_module().simd(), "md_skin": MD_SKIN,
         "cpu": cpu, "logical_cpus": os.cpu_count(),
@@ -336,7 +336,7 @@ def _save(fig, path) -> Path:
     for ax in fig.axes:
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    from dcf.cli._common import write_atomic
+    from dcf.files import write_atomic
     try:
         return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     finally:
@@ -461,7 +461,7 @@ def write_report(data: dict, report, figures=None, run: dict | None = None) -> P
     if prof:
         L += [f"## Where a DCF MD step spends its time ({prof['n_atoms']} atoms)", "",
               f"Each part timed directly, interleaved, median of {prof['repeats']} repeats "
-              f"(`dcf.costs.profile_dcf_step`). Neighbor list: `Featurizer.environment` along "
+              f"(`dcf.bench.costs.profile_dcf_step`). Neighbor list: `Featurizer.environment` along "
               f"the run (the Verlet list's refresh, its rebuilds at the rate the run makes "
               f"them, and each element's entries; a mean); A is (G+A) - G; networks: "
               f"`model.predict` "
@@ -534,12 +534,12 @@ def write_report(data: dict, report, figures=None, run: dict | None = None) -> P
               f"the IQR shows the noise.", ""]
 
     L += ["## Method", "",
-          "- Systems: the paper's system B (`dcf.structures.system_b`: 64 Li, 112 O, 32 P in a "
+          "- Systems: the paper's system B (`dcf.data.structures.system_b`: 64 Li, 112 O, 32 P in a "
           "periodic 10.4 x 14.0 x 16.0 A cell, random positions at least 1.6 A apart) and its "
           "2x2x2 and 4x4x4 replicas; Table S4 features (`mailoa2019-S4`: 36 G and 6 A per "
           "atom, Rc 6.5 A).",
-          "- Models: random weights with Table S4 sizes (`dcf.costs.table_s4_model`: NN1 "
-          "6 x 36-50-50-1, paper head 3 x 24-40-40-1 per element; `dcf.costs.bp_model`: "
+          "- Models: random weights with Table S4 sizes (`dcf.bench.costs.table_s4_model`: NN1 "
+          "6 x 36-50-50-1, paper head 3 x 24-40-40-1 per element; `dcf.bench.costs.bp_model`: "
           "36-50-50-1 per element); the cost does not depend on the weights.",
           "- MD: ASE Langevin, 300 K, 1 fs, friction 1/(100 fs), for DCF, B-P and the "
           "classical force field alike (DCF forces are not conservative, so a thermostat). "
@@ -558,7 +558,7 @@ def write_report(data: dict, report, figures=None, run: dict | None = None) -> P
           "- Statistics: pytest-benchmark rounds; median, IQR (Q3 - Q1) and minimum. "
           "Rounds are set by `--benchmark-max-time` and `--benchmark-min-rounds`.", ""]
     report.parent.mkdir(parents=True, exist_ok=True)
-    from dcf.cli._common import write_atomic
+    from dcf.files import write_atomic
     write_atomic(report, lambda tmp: tmp.write_text("\n".join(L)))
     return report
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcf.spec import FingerprintSpec
+from dcf.descriptors.spec import FingerprintSpec
 
 
 class FrameError(ValueError):

@@ -26,7 +26,7 @@ from ase.formula import Formula
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from dcf.neighbors import build_neighbor_list
+from dcf.descriptors.neighbors import build_neighbor_list
 
 
 @dataclass(frozen=True)

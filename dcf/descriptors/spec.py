@@ -156,7 +156,7 @@ class FingerprintSpec:
     @classmethod
     def presets(cls) -> list[str]:
         """Names of the shipped presets (the paper's Tables S1-S4)."""
-        folder = resources.files("dcf") / "presets"
+        folder = resources.files("dcf.descriptors") / "presets"
         return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
 
     @classmethod
@@ -164,7 +164,7 @@ class FingerprintSpec:
         """A shipped preset, e.g. ``"mailoa2019-S4"``."""
         if name not in cls.presets():
             raise SpecError(f"unknown preset {name!r}; available: {', '.join(cls.presets())}")
-        text = (resources.files("dcf") / "presets" / f"{name}.json").read_text()
+        text = (resources.files("dcf.descriptors") / "presets" / f"{name}.json").read_text()
         return cls.from_dict(json.loads(text), source=f"preset {name}")
 
     @classmethod
@@ -242,13 +242,9 @@ class FingerprintSpec:
 
     def save(self, path) -> None:
         """Write the spec as JSON (atomically: a temporary name, then renamed)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            tmp.write_text(self.to_json() + "\n")
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        from dcf.files import write_atomic
+
+        write_atomic(path, lambda tmp: tmp.write_text(self.to_json() + "\n"))
 
     @property
     def fingerprint(self) -> str:

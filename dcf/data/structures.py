@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from dcf.neighbors import build_neighbor_list
+from dcf.descriptors.neighbors import build_neighbor_list
 
 SYSTEM_B_CELL = (10.4, 14.0, 16.0)
 SYSTEM_B_COUNTS = {"Li": 64, "O": 112, "P": 32}

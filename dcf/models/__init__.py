@@ -1,0 +1,35 @@
+"""The trained potentials: numpy inference, the ASE calculator and the model file.
+
+* `mlp`: the small dense networks both potentials are made of (numpy forward and backward).
+* `dcf`: the Direct Covariant Forces model (Mailoa et al. 2019): NN1 maps invariant
+  fingerprints G to internal forces F_int = A·F; a head (the paper's NN2, or the exactly
+  covariant least-squares head) maps them back to a Cartesian force.
+* `bp`: the Behler–Parrinello reference, E = sum_i NN_el(G_i), forces and stress from the fused
+  dE/dG · dG/dr kernel.
+* `calculator`: `ModelCalculator`, the ASE calculator around either model.
+* `modelfile`: the versioned, pickle-free model file; `load_model` picks the class by kind.
+
+Imports only `dcf.descriptors` and the leaf modules (`dcf.files`, `dcf.parallel`); no
+TensorFlow.
+"""
+from __future__ import annotations
+
+from dcf.models.bp import BPModel
+from dcf.models.calculator import ModelCalculator
+from dcf.models.dcf import DCFModel
+from dcf.models.modelfile import ModelFileError, read_model_file
+
+#: model kind in the file's metadata -> the class that reads it (``from_file(meta, arrays)``)
+MODEL_KINDS = {"dcf": DCFModel, "bp": BPModel}
+
+
+def load_model(path):
+    """Load a DCF or B–P model file; returns the model object (see its `forces`, `calculator`)."""
+    meta, arrays = read_model_file(path)
+    kind = meta.get("model")
+    if kind not in MODEL_KINDS:
+        raise ModelFileError(f"{path}: unknown model kind {kind!r} (known: {sorted(MODEL_KINDS)})")
+    return MODEL_KINDS[kind].from_file(meta, arrays)
+
+
+__all__ = ["BPModel", "DCFModel", "ModelCalculator", "ModelFileError", "MODEL_KINDS", "load_model"]
