@@ -72,12 +72,17 @@ def test_two_models_side_by_side(cuau, tmp_path, capsys):
                     ["B-P", "Cu"], ["B-P", "Au"]]
     assert "B-P energy: MAE" in out and "DCF paper NN3 energy" not in out
     assert out.count("covariance error") == 2
+    assert "outside the span of A" in out
 
     r = json.loads(report.read_text())
     assert r["data"] == str(cuau["data"]) and len(r["models"]) == 2
     frames = read(cuau["data"], ":")
+    from dcf.analysis.evaluation import axes_span_of_frames
+    expected = axes_span_of_frames(frames, load_model(cuau["dcf"]).spec)
     for entry, path in zip(r["models"], (cuau["dcf"], cuau["bp"])):
         assert entry["model_file"] == str(path)
+        for el, span in expected.items():
+            assert entry["axes_span"][el] == pytest.approx(span)
         want = direct_errors(path, frames, all_pairs(frames))
         for el in ("Cu", "Au"):
             assert_metrics_equal(entry["forces"][el], want[el])
@@ -264,3 +269,24 @@ def test_read_reaction_snapshots_sorts_and_deduplicates(tmp_path):
     info = read_reaction_snapshots(p)
     assert info["format"] == "lines" and info["occurrence"] is None
     np.testing.assert_array_equal(info["pairs"], [[0, 2], [3, 1]])
+
+
+def test_axes_span_on_hand_made_axes():
+    from dcf.analysis.evaluation import axes_span
+    F = np.array([[1.0, 2.0, 2.0], [0.0, 3.0, 4.0], [1.0, 0.0, 0.0]])
+    # snapshot 0: axes along x and y only (z outside); 1: all three, one weak (z at 0.01);
+    # 2: full and well conditioned
+    A = np.zeros((3, 3, 3))
+    A[0, 0] = [1, 0, 0]
+    A[0, 1] = [0, 1, 0]
+    A[1] = np.diag([1.0, 1.0, 0.01])
+    A[2] = np.eye(3)
+    r = axes_span(A, F)
+    total = 9 + 25 + 1
+    assert r["outside"] == pytest.approx(4 / total)
+    assert r["weak"] == pytest.approx((4 + 16) / total)
+    assert r["rank_deficient"] == pytest.approx(1 / 3)
+    rotated = axes_span(A @ np.linalg.qr(np.arange(9.0).reshape(3, 3) + np.eye(3))[0].T,
+                        F @ np.linalg.qr(np.arange(9.0).reshape(3, 3) + np.eye(3))[0].T)
+    assert rotated["outside"] == pytest.approx(r["outside"])
+    assert axes_span(A[:0], F[:0])["n"] == 0

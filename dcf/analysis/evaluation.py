@@ -355,3 +355,76 @@ def covariance_error(model, frames, n_rotations: int = 4, seed: int = 0) -> dict
     return {"covariance_error": float(np.concatenate(diff).mean()) / mean_ref
             if mean_ref > 0 else float("nan"),
             "max_abs_error": worst, "n_rotations": n_rotations, "n_frames": len(frames)}
+
+
+# ---- how much of the force the covariant axes can carry -----------------------------------
+
+def axes_span(A: np.ndarray, F: np.ndarray, weak: float = 0.1, rank_tol: float = 1e-6) -> dict:
+    """How much of the reference forces F (n, 3) lies in the span of each snapshot's
+    covariant axes A (n, nA, 3).
+
+    A head that builds F from the axes (F = sum_k c_k A_k, or the paper's NN2 acting on
+    F_int = A F) can represent only the part of F in their span, and a part along a
+    direction the axes barely reach needs large, hard-to-learn coefficients. With the
+    singular values s_1 >= s_2 >= s_3 of A and their right singular vectors v:
+
+    * "outside": sum |F - P F|^2 / sum |F|^2, P the projector on the directions with
+      s > rank_tol * s_1 (no head on these axes can fit this part);
+    * "weak": the same fraction for the directions with s <= weak * s_1, outside included;
+    * "rank_deficient": the fraction of snapshots whose axes span fewer than 3 directions;
+    * "n": the number of snapshots.
+    """
+    A = np.asarray(A, dtype=float)
+    F = np.asarray(F, dtype=float)
+    if len(F) == 0:
+        return {"outside": float("nan"), "weak": float("nan"), "rank_deficient": float("nan"),
+                "n": 0}
+    _, s, vt = np.linalg.svd(A, full_matrices=True)             # s (n, min(nA, 3)), vt (n,3,3)
+    s = np.concatenate([s, np.zeros((len(s), 3 - s.shape[1]))], axis=1)
+    top = np.maximum(s[:, :1], 1e-300)
+    along = np.einsum("nkc,nc->nk", vt, F) ** 2                  # |F . v_k|^2, (n, 3)
+    total = float(np.sum(F * F))
+    outside = float(along[s <= rank_tol * top].sum())
+    weak_part = float(along[s <= weak * top].sum())
+    return {"outside": outside / total if total > 0 else 0.0,
+            "weak": weak_part / total if total > 0 else 0.0,
+            "rank_deficient": float(np.mean(np.sum(s > rank_tol * top, axis=1) < 3)),
+            "n": int(len(F))}
+
+
+def axes_span_of_store(store, split: str | None = "test", batch_size: int = 8192) -> dict:
+    """`axes_span` per element ({el: dict}) of a FeatureStore split's snapshots."""
+    out = {}
+    for el in store.spec.elements:
+        A, F = [], []
+        for batch in store.batches(el, batch_size, split=split, shuffle=False):
+            A.append(np.asarray(batch["A"], float))
+            F.append(np.asarray(batch["F"], float))
+        if A and store.spec.n_features(el)[1]:
+            out[el] = axes_span(np.concatenate(A), np.concatenate(F))
+    return out
+
+
+def axes_span_of_frames(frames, spec) -> dict:
+    """`axes_span` per element ({el: dict}) of every atom of `frames` (ase.Atoms with
+    reference forces) under the covariant axes of `spec`."""
+    from dcf.descriptors.fingerprints import Featurizer
+
+    featurizer = Featurizer(spec)
+    A, F = {}, {}
+    for atoms in frames:
+        f = featurizer(atoms)
+        ref = atoms.get_forces()
+        for el in f.A:
+            A.setdefault(el, []).append(f.A[el])
+            F.setdefault(el, []).append(ref[f.index[el]])
+    return {el: axes_span(np.concatenate(A[el]), np.concatenate(F[el])) for el in A
+            if spec.n_features(el)[1]}
+
+
+def format_axes_span(span: dict) -> str:
+    """One line per element of an `axes_span_of_*` result."""
+    return "\n".join(f"  {el}: {100 * r['outside']:.3f} % of |F|^2 outside the span of A, "
+                     f"{100 * r['weak']:.2f} % along weakly spanned directions (s < 0.1 s_max), "
+                     f"{100 * r['rank_deficient']:.2f} % of {r['n']} snapshots rank < 3"
+                     for el, r in span.items())

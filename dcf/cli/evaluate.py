@@ -189,9 +189,28 @@ def _differing_counts(results) -> list[str]:
             if len({r["forces"].get(el, {}).get("n", 0) for r in results}) > 1]
 
 
+def _axes_span(models, data, args) -> dict:
+    """The span diagnostic of the data's covariant axes (analysis.evaluation.axes_span), for
+    the first model whose spec has axes; {} if none has."""
+    from dcf.analysis.evaluation import axes_span_of_frames, axes_span_of_store
+
+    spec = next((m.spec for m in models
+                 if any(m.spec.n_features(el)[1] for el in m.spec.elements)), None)
+    if spec is None:
+        return {}
+    if data.suffix in STORE_SUFFIXES:
+        from dcf.data.store import FeatureStore
+        with FeatureStore(data) as store:
+            if store.spec.fingerprint == spec.fingerprint:
+                return axes_span_of_store(store, None if args.split == "all" else args.split)
+        return {}
+    return axes_span_of_frames(_frames_from_file(data, args.index), spec)
+
+
 def run(args) -> int:
     from dcf.files import write_atomic
-    from dcf.analysis.evaluation import covariance_error, format_force_table, format_reaction_table
+    from dcf.analysis.evaluation import (covariance_error, format_axes_span, format_force_table,
+                                         format_reaction_table)
 
     models = _load_models(args.model)
     data = Path(args.data)
@@ -218,6 +237,11 @@ def run(args) -> int:
             print(f"{who}covariance error <|F(TR) - T F(R)|>/<|F|> = "
                   f"{cov['covariance_error']:.3g} ({cov['n_rotations']} rotations x "
                   f"{cov['n_frames']} frames, max {cov['max_abs_error']:.3g} eV/A)")
+    span = _axes_span(models, data, args)
+    if span:
+        print(f"covariant axes A of the {args.split} data: the part of the reference force "
+              f"that no head built on A can fit")
+        print(format_axes_span(span))
     differ = _differing_counts(results) if several else []
     if differ:
         print(f"note: the models were evaluated on different snapshots of {', '.join(differ)} "
@@ -239,7 +263,8 @@ def run(args) -> int:
         entries = []
         for k, (lab, r, cov) in enumerate(zip(labels, results, covs)):
             entry = {key: v for key, v in r.items() if key != "parity"}
-            entry.update(model_file=str(args.model[k]), data=str(data), covariance=cov)
+            entry.update(model_file=str(args.model[k]), data=str(data), covariance=cov,
+                         axes_span=span)
             if several:
                 entry["label"] = lab
             if tables is not None:

@@ -377,3 +377,11 @@ def _split_pair(entry) -> tuple[str, ...]:
     if isinstance(entry, str):
         return tuple(entry.split("-"))
     return tuple(entry)
+
+
+def invariant_spec(spec: FingerprintSpec) -> FingerprintSpec:
+    """`spec` without its covariant (V1, A1) rules: the same G columns in the same order, and
+    often a shorter neighbor cutoff. B–P and the pairwise DCF head need only G, so they featurize
+    with this."""
+    rules = [r for r in spec.rules if not KINDS[str(r["kind"]).upper()].vector]
+    return FingerprintSpec(spec.elements, rules, spec.cutoff, f"{spec.name} (G only)")

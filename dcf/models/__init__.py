@@ -6,6 +6,8 @@
   covariant least-squares head) maps them back to a Cartesian force.
 * `bp`: the Behler–Parrinello reference, E = sum_i NN_el(G_i), forces and stress from the fused
   dE/dG · dG/dr kernel.
+* `pairwise`: the pairwise direct-force head beyond the paper, F_i = sum_j c_ij r̂_ij with
+  c_ij = c_ji from both atoms' fingerprints: exactly covariant, Newton's third law exact.
 * `calculator`: `ModelCalculator`, the ASE calculator around either model.
 * `modelfile`: the versioned, pickle-free model file; `load_model` picks the class by kind.
 
@@ -18,9 +20,10 @@ from dcf.models.bp import BPModel
 from dcf.models.calculator import ModelCalculator
 from dcf.models.dcf import DCFModel
 from dcf.models.modelfile import ModelFileError, read_model_file
+from dcf.models.pairwise import PairwiseModel
 
 #: model kind in the file's metadata -> the class that reads it (``from_file(meta, arrays)``)
-MODEL_KINDS = {"dcf": DCFModel, "bp": BPModel}
+MODEL_KINDS = {"dcf": DCFModel, "dcf-pairwise": PairwiseModel, "bp": BPModel}
 
 
 def load_model(path):
@@ -32,4 +35,5 @@ def load_model(path):
     return MODEL_KINDS[kind].from_file(meta, arrays)
 
 
-__all__ = ["BPModel", "DCFModel", "ModelCalculator", "ModelFileError", "MODEL_KINDS", "load_model"]
+__all__ = ["BPModel", "DCFModel", "ModelCalculator", "ModelFileError", "MODEL_KINDS",
+           "PairwiseModel", "load_model"]

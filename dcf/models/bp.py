@@ -22,7 +22,7 @@ from dcf.models.mlp import MLP
 from dcf.models.modelfile import ModelFileError, write_model_file
 from dcf.descriptors.neighbors import MD_SKIN, resolve_threads
 from dcf.parallel import SerialComm
-from dcf.descriptors.spec import KINDS, FingerprintSpec
+from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 
 LABEL = "B-P"
 
@@ -185,13 +185,6 @@ class BPModel:
             raise
         except (KeyError, ValueError, TypeError) as err:
             raise ModelFileError(f"inconsistent B-P model file: {err!s}") from None
-
-
-def invariant_spec(spec: FingerprintSpec) -> FingerprintSpec:
-    """`spec` without its covariant (V1, A1) rules: the same G columns in the same order, and
-    often a shorter neighbor cutoff. B–P needs only G, so it featurizes with this."""
-    rules = [r for r in spec.rules if not KINDS[str(r["kind"]).upper()].vector]
-    return FingerprintSpec(spec.elements, rules, spec.cutoff, f"{spec.name} (G only)")
 
 
 def finite_difference_forces(energy, atoms, delta: float = 1e-4, indices=None) -> np.ndarray:
