@@ -74,7 +74,7 @@ avx2 = _avx2_flags()
 avx512 = _avx512_flags() if avx2 else None
 compile_args = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno"] + omp_compile
 
-kernels = [("neighbors", []), ("fingerprints", [])]
+kernels = [("neighbors", []), ("fingerprints", []), ("pairs", [])]
 if avx2:
     kernels.append(("fingerprints_avx2", avx2))
 if avx512:

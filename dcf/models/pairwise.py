@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dcf._ext import pairs as _pairs
 from dcf.descriptors.fingerprints import Featurizer
 from dcf.descriptors.neighbors import MD_SKIN, build_neighbor_list, resolve_threads
 from dcf.descriptors.spec import FingerprintSpec, invariant_spec
@@ -131,14 +132,6 @@ class PairwiseModel:
                 u[feats.index[el]] = self.networks[el](x)
         return u.reshape(n_atoms, 2, B, K)
 
-    def pair_coefficients(self, u, species, i, j, d) -> np.ndarray:
-        """c_ij (m,) eV/A of pairs (i, j) at distances d (m,) A, from embeddings u."""
-        phi = self.basis(d)                                                   # (m, B)
-        s = np.einsum("mbk,mbk->mb", u[i, 0], u[j, 1])
-        s += np.einsum("mbk,mbk->mb", u[j, 0], u[i, 1])
-        s += self.pair_weights[species[i], species[j]]
-        return np.einsum("mb,mb->m", phi, s)
-
     def forces(self, atoms) -> np.ndarray:
         """Forces (n, 3) eV/A."""
         fz = self._featurizer
@@ -148,21 +141,15 @@ class PairwiseModel:
         u = self.embeddings(fz.features(env), n)
         if comm.size > 1:
             u = comm.sum(u.ravel()).reshape(u.shape)
-        if self._reuse_list:
-            nl = env.neighbors
-        else:
-            nl = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc,
-                                     self.basis.r_pair, fz.num_threads)
-        i, j, D, d = half_pairs(nl.i, nl.j, nl.D, nl.d, self.basis.r_pair)
-        if comm.size > 1:
-            block = np.array_split(np.arange(len(i)), comm.size)[comm.rank]
-            i, j, D, d = i[block], j[block], D[block], d[block]
-        c = self.pair_coefficients(u, env.species, i, j, d)
-        f = (c / d)[:, None] * D
+        nl = env.neighbors if self._reuse_list else build_neighbor_list(
+            atoms.positions, atoms.cell.array, atoms.pbc, self.basis.r_pair, fz.num_threads)
+        bounds = np.linspace(0, n, comm.size + 1).astype(int)
+        lo, hi = bounds[comm.rank], bounds[comm.rank + 1]
         F = np.zeros((n, 3))
-        for x in range(3):
-            F[:, x] = (np.bincount(i, f[:, x], minlength=n)
-                       - np.bincount(j, f[:, x], minlength=n))
+        _pairs.pair_forces(u.reshape(n, -1), env.species, self.pair_weights.ravel(), nl.first,
+                           nl.j, nl.D, nl.d, self.basis.r_pair, self.basis.start,
+                           self.basis.width, len(self.elements), self.basis.n_basis, self.rank,
+                           lo, hi, F)
         return comm.sum(F) if comm.size > 1 else F
 
     def compute(self, atoms, properties=("forces",)) -> dict:
