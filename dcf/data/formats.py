@@ -1,0 +1,228 @@
+"""Frames from the formats ase.io does not read: DeePMD-kit systems and n2p2 ``input.data``.
+
+* ``deepmd/npy`` and ``deepmd/raw``: a DeePMD-kit system, the folder DP-GEN writes
+  (``type.raw``, ``type_map.raw``, ``set.*/{coord,box,energy,force,virial}.npy`` or the
+  ``*.raw`` text files). Read with dpdata (``pip install 'dcf-forces[deepmd]'``), the
+  DeePMD-kit project's own reader. A folder holding several systems at any depth is read as
+  all of them, in sorted order (:func:`deepmd_systems`). Units are DeePMD's: Angstrom, eV,
+  eV/Angstrom, virial in eV; the stress is ``-virial / volume`` (ASE's sign: negative under
+  compression).
+* ``n2p2``: n2p2/RuNNer ``input.data`` (``begin``, ``lattice``, ``atom x y z El q n fx fy fz``,
+  ``energy``, ``end``). dpdata's n2p2 reader assumes atomic units, periodic cells and one
+  composition for all frames; this reader takes any of them. The format carries no units:
+  ``units="hartree-bohr"`` converts a file in atomic units, the default ``"ev-angstrom"``
+  takes the numbers as they are.
+
+Every frame comes back as an ase.Atoms with a SinglePointCalculator holding the reference
+energy (eV), forces (eV/A) and, where the file has a virial, stress (eV/A^3). Any other format
+name is ase.io's (see :func:`iter_frames`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import chemical_symbols
+from ase.units import Bohr, Hartree
+
+DEEPMD = ("deepmd/npy", "deepmd/raw")
+N2P2 = "n2p2"
+FORMATS = (*DEEPMD, N2P2)
+
+#: n2p2 unit choice -> (Angstrom per length unit, eV per energy unit)
+N2P2_UNITS = {"ev-angstrom": (1.0, 1.0), "hartree-bohr": (Bohr, Hartree)}
+
+
+class FormatError(ValueError):
+    """A file or folder that is not what its format says, or a format option that is wrong."""
+
+
+def deepmd_kind(folder: Path) -> str | None:
+    """'deepmd/npy' or 'deepmd/raw' if `folder` is one DeePMD system, else None."""
+    if not (folder / "type.raw").is_file():
+        return None
+    if any(folder.glob("set.*/coord.npy")):
+        return "deepmd/npy"
+    return "deepmd/raw" if (folder / "coord.raw").is_file() else None
+
+
+def deepmd_systems(root: Path) -> list[Path]:
+    """The DeePMD systems in `root`: itself, or every folder below it with a type.raw."""
+    root = Path(root)
+    if deepmd_kind(root):
+        return [root]
+    return sorted(p.parent for p in root.rglob("type.raw") if deepmd_kind(p.parent))
+
+
+def guess_format(path: Path) -> str | None:
+    """A dcf-read format for `path`, or None to let ase.io guess."""
+    path = Path(path)
+    if path.is_dir():
+        systems = deepmd_systems(path)
+        return deepmd_kind(systems[0]) if systems else None
+    if path.name == "input.data" or path.suffix == ".data":
+        with open(path, errors="replace") as fh:
+            for line in fh:
+                if line.strip():
+                    return N2P2 if line.split()[0].lower() == "begin" else None
+    return None
+
+
+def expand(path: Path, fmt: str | None) -> list[tuple[Path, str | None]]:
+    """(source, format) pairs of one input: a folder of DeePMD systems gives each system."""
+    path = Path(path)
+    given, fmt = fmt, fmt or guess_format(path)
+    if path.is_dir():
+        if fmt is not None and fmt not in DEEPMD:
+            raise FormatError(f"{path} is a folder; only the DeePMD formats "
+                              f"({', '.join(DEEPMD)}) are folders")
+        systems = deepmd_systems(path)
+        if not systems:
+            raise FormatError(f"{path}: a folder without DeePMD systems (no type.raw with "
+                              f"set.*/coord.npy or coord.raw found)")
+        return [(s, given or deepmd_kind(s)) for s in systems]
+    if fmt in DEEPMD:
+        raise FormatError(f"{path}: --format {fmt} reads a folder (type.raw, set.*/), "
+                          f"not a file")
+    return [(path, fmt)]
+
+
+def iter_frames(path, fmt: str | None = None, type_map=None, units: str = "ev-angstrom"):
+    """The frames of one source as ase.Atoms with reference results, in file order.
+
+    fmt: one of FORMATS, an ase.io format name, or None (guessed: a DeePMD folder, an n2p2
+    ``input.data``, else ase.io's guess). type_map: element names for DeePMD types when the
+    system has no type_map.raw. units: of an n2p2 file, a key of N2P2_UNITS.
+    """
+    path = Path(path)
+    fmt = fmt or guess_format(path)
+    if fmt in DEEPMD:
+        yield from read_deepmd(path, fmt, type_map)
+    elif fmt == N2P2:
+        yield from read_n2p2(path, units)
+    else:
+        from ase.io import iread
+        yield from iread(path, index=":", format=fmt)
+
+
+def read_deepmd(folder, fmt: str = "deepmd/npy", type_map=None) -> list[Atoms]:
+    """The frames of one DeePMD system (through dpdata), type map and virials honoured."""
+    try:
+        import dpdata
+    except ImportError:
+        raise FormatError(f"{folder}: reading {fmt} needs dpdata "
+                          f"(pip install 'dcf-forces[deepmd]')") from None
+    folder = Path(folder)
+    if deepmd_kind(folder) != fmt:
+        raise FormatError(f"{folder} is not a {fmt} system (type.raw and "
+                          f"{'set.*/coord.npy' if fmt == 'deepmd/npy' else 'coord.raw'})")
+    try:
+        system = dpdata.LabeledSystem(str(folder), fmt=fmt,
+                                      type_map=list(type_map) if type_map else None)
+    except Exception as err:          # dpdata raises many kinds for broken systems
+        raise FormatError(f"cannot read {folder} as {fmt}: {type(err).__name__}: "
+                          f"{err}") from None
+    data = system.data
+    names = list(data["atom_names"])
+    unknown = [n for n in names if n not in chemical_symbols[1:]]
+    if unknown:
+        raise FormatError(f"{folder}: DeePMD types {unknown} are not element names; the "
+                          f"system has no type_map.raw, so give --type-map (e.g. O,H)")
+    symbols = np.array(names)[data["atom_types"]]
+    periodic = not data.get("nopbc", False)
+    virials = data.get("virials")
+    frames = []
+    for k in range(len(data["coords"])):
+        atoms = Atoms(symbols=list(symbols), positions=data["coords"][k],
+                      cell=data["cells"][k], pbc=periodic)
+        results = {"energy": float(data["energies"][k]), "forces": data["forces"][k]}
+        if virials is not None and periodic:
+            sigma = -virials[k] / atoms.get_volume()
+            results["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        frames.append(atoms)
+    return frames
+
+
+def read_n2p2(path, units: str = "ev-angstrom"):
+    """The frames of an n2p2/RuNNer ``input.data`` file, converted to Angstrom and eV.
+
+    A frame without ``lattice`` lines is not periodic; with three it is periodic in all
+    directions. Atom lines: ``atom x y z element charge n fx fy fz``.
+    """
+    if units not in N2P2_UNITS:
+        raise FormatError(f"unknown n2p2 units {units!r} (known: {', '.join(N2P2_UNITS)})")
+    length, energy_unit = N2P2_UNITS[units]
+    frame, k = None, 0
+    with open(path, errors="replace") as fh:
+        for line_number, line in enumerate(fh, 1):
+            words = line.split()
+            if not words or words[0] == "comment":
+                continue
+            where = f"{path} line {line_number}"
+            key = words[0].lower()
+            if key == "begin":
+                if frame is not None:
+                    raise FormatError(f"{where}: 'begin' inside frame {k} (no 'end' before it)")
+                frame = {"lattice": [], "atoms": [], "energy": None}
+            elif frame is None:
+                raise FormatError(f"{where}: {words[0]!r} outside a begin ... end block")
+            elif key == "end":
+                yield _n2p2_atoms(frame, length, energy_unit, f"{path} frame {k}")
+                frame, k = None, k + 1
+            else:
+                _n2p2_line(frame, key, words, where)
+    if frame is not None:
+        raise FormatError(f"{path}: frame {k} has no 'end' (is the file cut short?)")
+
+
+def _n2p2_line(frame: dict, key: str, words: list, where: str) -> None:
+    try:
+        if key == "lattice":
+            frame["lattice"].append([float(w) for w in words[1:4]])
+        elif key == "atom":
+            if len(words) < 10:
+                raise ValueError("too few columns")
+            x, y, z = (float(w) for w in words[1:4])
+            fx, fy, fz = (float(w) for w in words[7:10])
+            frame["atoms"].append((words[4], x, y, z, fx, fy, fz))
+        elif key == "energy":
+            frame["energy"] = float(words[1])
+        elif key != "charge":
+            raise ValueError(f"unknown keyword {words[0]!r}")
+    except (ValueError, IndexError) as err:
+        raise FormatError(f"{where}: cannot read {' '.join(words)!r} ({err}; expected e.g. "
+                          f"'atom x y z El charge n fx fy fz')") from None
+
+
+def _n2p2_atoms(frame: dict, length: float, energy_unit: float, where: str) -> Atoms:
+    if not frame["atoms"]:
+        raise FormatError(f"{where}: no atom lines")
+    if len(frame["lattice"]) not in (0, 3):
+        raise FormatError(f"{where}: {len(frame['lattice'])} lattice lines (0 or 3 expected)")
+    symbols = [a[0] for a in frame["atoms"]]
+    unknown = sorted(set(symbols) - set(chemical_symbols[1:]))
+    if unknown:
+        raise FormatError(f"{where}: {unknown} are not element names")
+    table = np.array([a[1:] for a in frame["atoms"]])
+    periodic = bool(frame["lattice"])
+    atoms = Atoms(symbols=symbols, positions=table[:, :3] * length,
+                  cell=np.array(frame["lattice"]) * length if periodic else None, pbc=periodic)
+    results = {"forces": table[:, 3:] * (energy_unit / length)}
+    if frame["energy"] is not None:
+        results["energy"] = frame["energy"] * energy_unit
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
+
+
+def tree_sha256(folder: Path) -> str:
+    """sha256 over the relative names and bytes of every file below `folder`, sorted."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(q for q in Path(folder).rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(folder)).encode() + b"\0")
+        h.update(p.read_bytes())
+    return h.hexdigest()
