@@ -7,12 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
+from dcf.cli._frames import add_format_arguments, read_input
+
 HELP = "analytic vs finite-difference forces of an energy model (B-P)"
 
 
 def add_arguments(p) -> None:
     p.add_argument("model", help="model file (a B-P model: finite differences need an energy)")
-    p.add_argument("structures", nargs="+", help="files ase.io can read")
+    p.add_argument("structures", nargs="+",
+                   help="files ase.io reads, DeePMD systems (folders) or n2p2 input.data")
+    add_format_arguments(p)
     p.add_argument("--index", default=":", help="frames to check, ase syntax (default ':')")
     p.add_argument("--delta", type=float, default=1e-4,
                    help="finite-difference step in A (default 1e-4)")
@@ -35,8 +39,6 @@ def check_structure(model, atoms, delta: float, indices) -> dict:
 
 
 def run(args) -> int:
-    from ase.io import read
-
     from dcf.models import ModelFileError, load_model
 
     if args.delta <= 0 or args.tolerance < 0:
@@ -52,13 +54,7 @@ def run(args) -> int:
     worst = 0.0
     print(f"{'structure':<32} {'atoms':>6} {'max |dF|':>10} {'mean |dF|':>10} {'max |F|':>9}")
     for path in args.structures:
-        if not Path(path).exists():
-            raise SystemExit(f"dcf check-forces: {path} does not exist")
-        try:
-            frames = read(path, index=args.index)
-        except Exception as err:       # ase raises many kinds for unreadable files
-            raise SystemExit(f"dcf check-forces: cannot read {path}: {err}") from None
-        frames = [frames] if hasattr(frames, "positions") else frames
+        frames = read_input("check-forces", path, args.index, args)
         for k, atoms in enumerate(frames):
             n = len(atoms)
             idx = np.arange(n) if args.max_atoms is None or args.max_atoms >= n \

@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dcf.cli._frames import add_format_arguments, read_input
+
 HELP = "accuracy (Tables 1 and 2), covariance error and parity plots of models side by side"
 STORE_SUFFIXES = (".h5", ".hdf5")
 
@@ -31,12 +33,14 @@ def add_arguments(p) -> None:
     p.add_argument("model", nargs="+", metavar="MODEL",
                    help="model file(s) from `dcf train`, evaluated side by side")
     p.add_argument("data", metavar="DATA",
-                   help="feature store (.h5) or structure file with reference forces")
+                   help="feature store (.h5), or structure file with reference forces: any "
+                        "ase.io format, a DeePMD system (folder) or n2p2 input.data")
     p.add_argument("--report", default=None, help="write a JSON report here")
     p.add_argument("--plots", default=None, metavar="DIR", help="write parity plots (PNG) here")
     p.add_argument("--split", choices=("test", "train", "all"), default="test",
                    help="feature-store split to evaluate (default test)")
     p.add_argument("--index", default=":", help="frames of a structure file, ase syntax")
+    add_format_arguments(p)
     p.add_argument("--rotations", type=int, default=4,
                    help="random rotations per frame for the covariance error (default 4; 0: skip)")
     p.add_argument("--covariance-frames", type=int, default=5,
@@ -48,15 +52,6 @@ def add_arguments(p) -> None:
 
 def _fail(message: str):
     raise SystemExit(f"dcf evaluate: {message}")
-
-
-def _frames_from_file(path, index):
-    from ase.io import read
-    try:
-        frames = read(path, index=index)
-    except Exception as err:          # ase raises many kinds for unreadable files
-        _fail(f"cannot read {path}: {err}")
-    return [frames] if hasattr(frames, "get_chemical_symbols") else list(frames)
 
 
 def _load_models(paths) -> list:
@@ -120,7 +115,7 @@ def _evaluate_file(models, paths, data, args):
     """Table 1 (and 2) on a structure file; returns (results, covariance frames, tables, rx)."""
     from dcf.analysis.evaluation import evaluate_frames, reaction_table
 
-    frames = _frames_from_file(data, args.index)
+    frames = read_input("evaluate", data, args.index, args)
     rx = None
     if args.reactions:
         rx = _reaction_set(args.reactions, models, paths, len(frames),

@@ -9,13 +9,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from dcf.cli._frames import add_format_arguments, format_options
+
 HELP = "per-element feature store (HDF5) from trajectories with forces; MPI-parallel"
 
 
 def add_arguments(p) -> None:
     p.add_argument("structures", nargs="+",
                    help="files with forces that ase.io reads (extxyz, OUTCAR, vasprun.xml, .db, "
-                        ".traj, ...)")
+                        ".traj, ...), DeePMD systems (folders) or n2p2 input.data")
+    add_format_arguments(p)
     p.add_argument("--spec", default="mailoa2019-S4", help="preset name or spec JSON file")
     p.add_argument("--out", required=True, help="output feature store (.h5)")
     p.add_argument("--index", default=":",
@@ -95,7 +98,8 @@ def _run(args, comm) -> int:
         _fail(f"--block must be >= 1, got {args.block}")
     try:
         spec = FingerprintSpec.resolve(args.spec)
-        frames = read_frames(args.structures, args.index, args.every)
+        frames = read_frames(args.structures, args.index, args.every,
+                             **format_options(args))
         check_elements(frames, spec)
         chosen = read_chosen(args.chosen) if args.chosen else None
         plan = plan_snapshots(frames.numbers, frames.first_atom, spec.elements,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 
+from dcf.cli._frames import add_format_arguments, read_input
+
 HELP = "i-PI socket driver: serve a model's forces (and B–P energy, virial) to i-PI"
 
 
@@ -14,6 +16,7 @@ def add_arguments(p) -> None:
     p.add_argument("model", help="model file (.dcf) from dcf train")
     p.add_argument("--structure", required=True,
                    help="structure with i-PI's atoms in i-PI's order (e.g. its init file)")
+    add_format_arguments(p)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--unix", metavar="NAME", help="UNIX socket name (i-PI: mode='unix')")
     where.add_argument("--port", type=int, help="TCP port (i-PI: mode='inet')")
@@ -24,8 +27,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ase.io import read
-
     from dcf.dynamics.ipi import ServerError, connect, serve
     from dcf.models import ModelFileError, load_model
     from dcf.parallel import world
@@ -39,12 +40,7 @@ def run(args) -> int:
     model.set_communicator(comm)
     if args.threads is not None:
         model.set_threads(args.threads)
-    try:
-        atoms = read(args.structure, index=-1)
-    except FileNotFoundError:
-        raise SystemExit(f"dcf ipi: {args.structure} does not exist") from None
-    except Exception as err:          # ase raises many kinds for unreadable files
-        raise SystemExit(f"dcf ipi: cannot read {args.structure}: {err}") from None
+    atoms = read_input("ipi", args.structure, -1, args)[0]
     try:
         model.spec.check_symbols(atoms.get_chemical_symbols(), args.structure)
     except ValueError as err:

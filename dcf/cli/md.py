@@ -15,13 +15,17 @@ import sys
 import time
 from pathlib import Path
 
+from dcf.cli._frames import add_format_arguments, read_input
+
 HELP = "thermostatted MD with a model (Langevin, Bussi, Nose-Hoover chain; NVE to diagnose)"
 
 
 def add_arguments(p) -> None:
     from dcf.dynamics.md import THERMOSTATS
     p.add_argument("model", help="model file (.dcf) from dcf train")
-    p.add_argument("structure", help="starting structure (any file ase.io reads; last frame)")
+    p.add_argument("structure", help="starting structure (any file ase.io reads, a DeePMD "
+                   "system or n2p2 input.data; last frame)")
+    add_format_arguments(p)
     p.add_argument("--thermostat", choices=THERMOSTATS, default="langevin")
     p.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
     p.add_argument("--steps", type=int, required=True, help="number of MD steps")
@@ -56,12 +60,8 @@ def _start(args, traj: Path):
         return atoms, int(atoms.info.get("step", 0))
     if traj.exists():
         raise SystemExit(f"dcf md: {traj} exists; pass --restart to continue it, or remove it")
-    try:
-        atoms = read(args.structure, index=-1)
-    except FileNotFoundError:
-        raise SystemExit(f"dcf md: {args.structure} does not exist") from None
-    except Exception as err:
-        raise SystemExit(f"dcf md: cannot read {args.structure}: {err}") from None
+    atoms = read_input("md", args.structure, -1, args)[0]
+    atoms.calc = None
     if args.temperature > 0:
         thermal_velocities(atoms, args.temperature, args.seed)
     return atoms, 0

@@ -8,11 +8,15 @@ from pathlib import Path
 
 from dcf.files import write_atomic
 
+from dcf.cli._frames import add_format_arguments, read_input
+
 HELP = "find chemical reactions in a trajectory and the reacting atomic snapshots"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("trajectory", help="any file ase.io reads (extxyz, traj, OUTCAR, ...)")
+    p.add_argument("trajectory", help="any file ase.io reads (extxyz, traj, OUTCAR, ...), a "
+                   "DeePMD system or n2p2 input.data")
+    add_format_arguments(p)
     p.add_argument("--out", required=True, help="output JSON with reactions and snapshots")
     p.add_argument("--index", default=":", help="frames to read, ase syntax (default ':')")
     p.add_argument("--factor", type=float, default=1.4,
@@ -36,9 +40,10 @@ def run(args) -> int:
     from ase.io import iread
 
     from dcf.analysis import reactions as rx
+    from dcf.data.formats import FORMATS, guess_format
 
     path = Path(args.trajectory)
-    if not path.is_file():
+    if not path.exists():
         raise SystemExit(f"dcf reactions: {path} does not exist")
     try:
         hmm = rx.HMM(args.p_change, args.p_match, args.p_init)
@@ -51,8 +56,11 @@ def run(args) -> int:
     numbers = []
 
     def frames():
+        ours = args.format in FORMATS or (args.format is None and guess_format(path))
+        source = read_input("reactions", path, args.index, args) if ours else \
+            iread(str(path), index=args.index, format=args.format)
         try:
-            for atoms in iread(str(path), index=args.index):
+            for atoms in source:
                 if not numbers:
                     numbers.append(atoms.numbers.copy())
                 yield atoms

@@ -226,3 +226,22 @@ def tree_sha256(folder: Path) -> str:
         h.update(str(p.relative_to(folder)).encode() + b"\0")
         h.update(p.read_bytes())
     return h.hexdigest()
+
+
+def read(path, index=":", fmt: str | None = None, type_map=None,
+         units: str = "ev-angstrom") -> list[Atoms]:
+    """Frames `index` (ase syntax: 0, -1, 10:200, ::2) of one input as a list of ase.Atoms.
+
+    A folder of several DeePMD systems counts its frames system after system, in the order of
+    :func:`deepmd_systems`. Other formats are read by ase.io.
+    """
+    from ase.io.formats import string2index
+
+    selection = string2index(str(index)) if isinstance(index, str) else index
+    sources = expand(path, fmt)
+    if len(sources) == 1 and sources[0][1] not in FORMATS:
+        from ase.io import read as ase_read
+        frames = ase_read(sources[0][0], index=selection, format=sources[0][1])
+        return [frames] if isinstance(frames, Atoms) else list(frames)
+    frames = [a for p, f in sources for a in iter_frames(p, f, type_map, units)]
+    return [frames[selection]] if isinstance(selection, int) else frames[selection]

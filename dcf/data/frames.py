@@ -1,7 +1,9 @@
-"""Reading reference frames (positions, cell, forces, energy) from anything ase.io reads.
+"""Reading reference frames (positions, cell, forces, energy) from anything ase.io reads, and
+from DeePMD-kit systems and n2p2 ``input.data`` (dcf.data.formats).
 
 ``read_frames(paths, index, every)`` reads extxyz, VASP OUTCAR and vasprun.xml, ASE databases
-(.db) and trajectories (.traj), ... and returns a ``FrameData``: the frames as flat arrays,
+(.db) and trajectories (.traj), DeePMD ``deepmd/npy`` and ``deepmd/raw`` folders, n2p2
+``input.data``, ... and returns a ``FrameData``: the frames as flat arrays,
 every frame checked (forces present and finite, a sensible cell). ``check_elements`` checks
 the elements against a fingerprint spec. Errors are ``FrameError`` naming the file and frame.
 """
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dcf.data import formats
 from dcf.descriptors.spec import FingerprintSpec
 
 
@@ -104,13 +107,13 @@ def select(n: int, index: str = ":", every: int = 1) -> np.ndarray:
     return numbers[idx][::every]
 
 
-def _read_selected(path: Path, index: str, every: int) -> tuple[np.ndarray, list, int]:
+def _read_selected(path: Path, index: str, every: int,
+                   options: dict | None = None) -> tuple[np.ndarray, list, int]:
     """(frame numbers, their Atoms, frames read) of one file. A selection without negative
     numbers streams the file, keeping only the chosen frames and stopping after the last one
     (a slice of a long OUTCAR neither parses nor holds the rest); otherwise every frame is
-    read, since the count must be known."""
-    from ase.io import iread
-
+    read, since the count must be known. options: fmt, type_map, units of
+    dcf.data.formats.iter_frames."""
     if every < 1:
         raise FrameError(f"--every must be >= 1, got {every}")
     idx = parse_index(index)
@@ -121,13 +124,15 @@ def _read_selected(path: Path, index: str, every: int) -> tuple[np.ndarray, list
             (idx.start or 0, idx.stop, (idx.step or 1) * every)
     kept, frames, n = [], [], 0
     try:
-        for atoms in iread(path, index=":"):
+        for atoms in formats.iter_frames(path, **(options or {})):
             if not streaming or (n >= first and (n - first) % step == 0):
                 kept.append(n)
                 frames.append(atoms)
             n += 1
             if streaming and stop is not None and n >= stop:
                 break
+    except formats.FormatError as err:
+        raise FrameError(str(err)) from None
     except Exception as err:        # ase raises many kinds for unreadable files
         raise FrameError(f"cannot read {path}: {type(err).__name__}: {err}") from None
     if n == 0:
@@ -178,28 +183,52 @@ def check_frame(atoms, where: str) -> tuple[np.ndarray, float]:
     return forces, energy
 
 
-def read_frames(paths, index: str = ":", every: int = 1) -> FrameData:
-    """Read and check frames from one or more files.
+def read_frames(paths, index: str = ":", every: int = 1, fmt: str | None = None,
+                type_map=None, units: str = "ev-angstrom") -> FrameData:
+    """Read and check frames from one or more files (or DeePMD folders).
 
-    index: ase-style selection applied to each file ('0', '-1', '10:200', '::2');
-    every: keep every n-th of the selected frames. Raises FrameError naming file and frame.
+    index: ase-style selection applied to each file, or each DeePMD system of a folder ('0',
+    '-1', '10:200', '::2'); every: keep every n-th of the selected frames. fmt, type_map,
+    units: see dcf.data.formats.iter_frames (fmt None: guessed). Raises FrameError naming
+    file and frame.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     parse_index(index)
     chosen, sources = [], []
-    for s, path in enumerate(map(Path, paths)):
-        if not path.is_file():
-            raise FrameError(f"{path}: no such file")
-        picked, frames, n = _read_selected(path, index, every)
+    for path, options in _sources(paths, fmt, type_map, units):
+        s = len(sources)
+        picked, frames, n = _read_selected(path, index, every, options)
         if len(picked) == 0:
             raise FrameError(f"{path}: --index {index} --every {every} selects none of its "
                              f"{n} frames")
-        sources.append({"path": str(path), "sha256": file_sha256(path),
-                        "bytes": path.stat().st_size, "index": str(index), "every": int(every),
-                        "n_frames": int(len(picked))})
+        sources.append({"path": str(path), **_fingerprint(path), "index": str(index),
+                        "every": int(every), "n_frames": int(len(picked))})
+        if options["fmt"]:
+            sources[-1]["format"] = options["fmt"]
         chosen += [(s, int(k), atoms) for k, atoms in zip(picked, frames)]
     return _collect(chosen, sources)
+
+
+def _sources(paths, fmt, type_map, units) -> list[tuple[Path, dict]]:
+    """(file or DeePMD system, reader options) of every input, a folder giving its systems."""
+    found = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FrameError(f"{path}: no such file")
+        try:
+            found += [(p, {"fmt": f, "type_map": type_map, "units": units})
+                      for p, f in formats.expand(path, fmt)]
+        except formats.FormatError as err:
+            raise FrameError(str(err)) from None
+    return found
+
+
+def _fingerprint(path: Path) -> dict:
+    if path.is_dir():
+        return {"sha256": formats.tree_sha256(path),
+                "bytes": sum(p.stat().st_size for p in path.rglob("*") if p.is_file())}
+    return {"sha256": file_sha256(path), "bytes": path.stat().st_size}
 
 
 def _collect(chosen, sources) -> FrameData:
