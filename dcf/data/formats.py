@@ -5,8 +5,8 @@
   ``*.raw`` text files). Read with dpdata (``pip install 'dcf-forces[deepmd]'``), the
   DeePMD-kit project's own reader. A folder holding several systems at any depth is read as
   all of them, in sorted order (:func:`deepmd_systems`). Units are DeePMD's: Angstrom, eV,
-  eV/Angstrom, virial in eV; the stress is ``-virial / volume`` (ASE's sign: negative under
-  compression).
+  eV/Angstrom, virial in eV; dpdata's conversion gives the stress as ``-virial / volume``
+  (ASE's sign: negative under compression). A ``nopbc`` file marks a non-periodic system.
 * ``n2p2``: n2p2/RuNNer ``input.data`` (``begin``, ``lattice``, ``atom x y z El q n fx fy fz``,
   ``energy``, ``end``). dpdata's n2p2 reader assumes atomic units, periodic cells and one
   composition for all frames; this reader takes any of them. The format carries no units:
@@ -128,22 +128,11 @@ def read_deepmd(folder, fmt: str = "deepmd/npy", type_map=None) -> list[Atoms]:
     names = list(data["atom_names"])
     unknown = [n for n in names if n not in chemical_symbols[1:]]
     if unknown:
-        raise FormatError(f"{folder}: DeePMD types {unknown} are not element names; the "
-                          f"system has no type_map.raw, so give --type-map (e.g. O,H)")
-    symbols = np.array(names)[data["atom_types"]]
-    periodic = not data.get("nopbc", False)
-    virials = data.get("virials")
-    frames = []
-    for k in range(len(data["coords"])):
-        atoms = Atoms(symbols=list(symbols), positions=data["coords"][k],
-                      cell=data["cells"][k], pbc=periodic)
-        results = {"energy": float(data["energies"][k]), "forces": data["forces"][k]}
-        if virials is not None and periodic:
-            sigma = -virials[k] / atoms.get_volume()
-            results["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-        atoms.calc = SinglePointCalculator(atoms, **results)
-        frames.append(atoms)
-    return frames
+        raise FormatError(f"{folder}: DeePMD type names {unknown} are not elements (without "
+                          f"a type_map.raw give --type-map, e.g. O,H)")
+    if data.get("nopbc"):                 # a virial needs a volume
+        data.pop("virials", None)
+    return system.to("ase/structure")     # stress = -virial / volume, as ASE's sign
 
 
 def read_n2p2(path, units: str = "ev-angstrom"):
