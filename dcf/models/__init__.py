@@ -9,7 +9,9 @@
 * `pairwise`: the pairwise direct-force head beyond the paper, F_i = sum_j c_ij r̂_ij with
   c_ij = c_ji from both atoms' fingerprints: exactly covariant, Newton's third law exact.
 * `calculator`: `ModelCalculator`, the ASE calculator around either model.
-* `modelfile`: the versioned, pickle-free model file; `load_model` picks the class by kind.
+* `modelfile`: the versioned, pickle-free model file; `load_model` picks the class by kind
+  (`MODEL_KINDS`, filled by `@register_model_kind` as bp, dcf and pairwise are imported
+  here).
 
 Imports only `dcf.descriptors` and the leaf modules (`dcf.files`, `dcf.parallel`); no
 TensorFlow.
@@ -19,20 +21,8 @@ from __future__ import annotations
 from dcf.models.bp import BPModel
 from dcf.models.calculator import ModelCalculator
 from dcf.models.dcf import DCFModel
-from dcf.models.modelfile import ModelFileError, read_model_file
+from dcf.models.modelfile import MODEL_KINDS, ModelFileError, load_model
 from dcf.models.pairwise import PairwiseModel
-
-#: model kind in the file's metadata -> the class that reads it (``from_file(meta, arrays)``)
-MODEL_KINDS = {"dcf": DCFModel, "dcf-pairwise": PairwiseModel, "bp": BPModel}
-
-
-def load_model(path):
-    """Load a DCF or B–P model file; returns the model object (see its `forces`, `calculator`)."""
-    meta, arrays = read_model_file(path)
-    kind = meta.get("model")
-    if kind not in MODEL_KINDS:
-        raise ModelFileError(f"{path}: unknown model kind {kind!r} (known: {sorted(MODEL_KINDS)})")
-    return MODEL_KINDS[kind].from_file(meta, arrays)
 
 
 __all__ = ["BPModel", "DCFModel", "ModelCalculator", "ModelFileError", "MODEL_KINDS",

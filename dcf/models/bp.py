@@ -19,7 +19,7 @@ import numpy as np
 
 from dcf.descriptors.fingerprints import Featurizer
 from dcf.models.mlp import MLP
-from dcf.models.modelfile import ModelFileError, write_model_file
+from dcf.models.modelfile import ModelFileError, register_model_kind, write_model_file
 from dcf.descriptors.neighbors import MD_SKIN, resolve_threads
 from dcf.parallel import SerialComm
 from dcf.descriptors.spec import FingerprintSpec, invariant_spec
@@ -27,6 +27,7 @@ from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 LABEL = "B-P"
 
 
+@register_model_kind
 class BPModel:
     """A trained B–P potential.
 
@@ -88,7 +89,11 @@ class BPModel:
     # ---------------------------------------------------------------- physics
     def compute(self, atoms, properties=("energy", "forces")) -> dict:
         """ASE properties of `atoms`: energy, free_energy (eV), energies (n,) eV,
-        forces (n, 3) eV/A, stress (6,) eV/A^3 in Voigt order xx, yy, zz, yz, xz, xy."""
+        forces (n, 3) eV/A, stress (6,) eV/A^3 in Voigt order xx, yy, zz, yz, xz, xy.
+
+        Returns every property the pass computed, not only those asked for: the energies
+        always; forces and (for a cell periodic in all directions) stress when either of
+        them is asked for."""
         unknown = set(properties) - set(self.implemented_properties)
         if unknown:
             raise ValueError(f"B-P model cannot compute {sorted(unknown)}")
@@ -123,10 +128,10 @@ class BPModel:
         out = {"energy": energy, "free_energy": energy, "energies": energies}
         if want_forces:
             out["forces"] = forces
-            if "stress" in properties:
+            if all(atoms.pbc):
                 sigma = -virial / env.volume
                 out["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-        return {k: v for k, v in out.items() if k in properties}
+        return out
 
     def energy(self, atoms) -> float:
         """Total energy (eV)."""

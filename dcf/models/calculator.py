@@ -3,24 +3,43 @@
 The model provides the physics through a small contract:
 
 * ``model.implemented_properties``: the ASE property names it computes;
-* ``model.compute(atoms, properties) -> dict``: those properties in ASE units
-  (energy eV, forces eV/A (n, 3), stress eV/A^3 in Voigt order xx, yy, zz, yz, xz, xy);
+* ``model.compute(atoms, properties) -> dict``: at least those properties, in ASE units
+  (energy eV, forces eV/A (n, 3), stress eV/A^3 in Voigt order xx, yy, zz, yz, xz, xy), and
+  every other one the same pass produced (B–P's energy with its forces), which the calculator
+  keeps until the atoms change;
 * ``model.missing_property_reason(name) -> str``: why a property is not provided.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from ase.calculators.calculator import (Calculator, PropertyNotImplementedError,
                                         all_changes)
 
+from dcf.models.modelfile import load_model
+
 
 class ModelCalculator(Calculator):
-    """ASE calculator for a dcf model; results are cached until the atoms change."""
+    """ASE calculator for a dcf model, or for a model file: ``ModelCalculator("model.dcf")``.
+
+    ``parameters`` (and ``todict()``, which ASE stores in trajectories) name the model: its
+    kind, file path and the sha256 of the file's bytes (None for a model not read from a
+    file), and its fingerprint spec. Results are cached until the atoms change.
+    """
+
+    name = "dcf"
 
     def __init__(self, model, **kwargs):
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(model)
         self.model = model
         self.implemented_properties = list(model.implemented_properties)
         super().__init__(**kwargs)
+        source = getattr(model, "source", None) or {}
+        self.parameters.update(model_kind=model.kind, model_path=source.get("path"),
+                               model_sha256=source.get("sha256"), spec=model.spec.name,
+                               spec_sha256=model.spec.fingerprint)
 
     def calculate(self, atoms=None, properties=("forces",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

@@ -27,7 +27,7 @@ import functools
 import numpy as np
 
 from dcf.models.mlp import ACTIVATIONS, MLP
-from dcf.models.modelfile import ModelFileError, write_model_file
+from dcf.models.modelfile import ModelFileError, register_model_kind, write_model_file
 from dcf.parallel import SerialComm
 from dcf.descriptors.spec import FingerprintSpec, SpecError
 
@@ -156,6 +156,7 @@ def coefficient_features(Gn, fint_n, A, inputs) -> np.ndarray:
     return np.concatenate([parts[name]() for name in inputs], axis=1)
 
 
+@register_model_kind
 class DCFModel:
     """A trained DCF force field for the elements of a fingerprint spec.
 

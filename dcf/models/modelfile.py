@@ -10,11 +10,14 @@ loading an untrusted file executes no code). It holds
 * named float arrays: the network weights, keyed by path-like names such as
   ``"Li/nn1/0/W"``.
 
-``dcf.models.load_model(path)`` reads the metadata and hands the file to the model class named
-by ``"model"``; each class provides ``from_file(metadata, arrays)``.
+``load_model(path)`` reads the metadata and hands the file to the model class named by
+``"model"``: each class provides ``from_file(metadata, arrays)`` and enters itself in
+``MODEL_KINDS`` with ``@register_model_kind`` (its module is imported with ``dcf.models``). The
+loaded model remembers its file: ``model.source = {"path": ..., "sha256": ...}``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -28,8 +31,31 @@ VERSION = 1
 _METADATA = "__metadata__"
 
 
+#: model kind in the file's metadata -> the class that reads it (``from_file(meta, arrays)``)
+MODEL_KINDS: dict[str, type] = {}
+
+
 class ModelFileError(ValueError):
     """A model file that is missing, unreadable, of another format or of a newer version."""
+
+
+def register_model_kind(cls):
+    """Class decorator: `cls.kind` names the model files `cls.from_file` reads."""
+    MODEL_KINDS[cls.kind] = cls
+    return cls
+
+
+def load_model(path):
+    """Load a DCF or B–P model file; returns the model object (see its `forces`, `calculator`),
+    with ``model.source``: the file's absolute path and the sha256 of its bytes."""
+    meta, arrays = read_model_file(path)
+    kind = meta.get("model")
+    if kind not in MODEL_KINDS:
+        raise ModelFileError(f"{path}: unknown model kind {kind!r} (known: {sorted(MODEL_KINDS)})")
+    model = MODEL_KINDS[kind].from_file(meta, arrays)
+    model.source = {"path": str(Path(path).resolve()),
+                    "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+    return model
 
 
 def write_model_file(path, metadata: dict, arrays: dict[str, np.ndarray]) -> Path:

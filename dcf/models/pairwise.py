@@ -29,7 +29,7 @@ from dcf.descriptors.fingerprints import Featurizer
 from dcf.descriptors.neighbors import MD_SKIN, build_neighbor_list, resolve_threads
 from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 from dcf.models.mlp import MLP
-from dcf.models.modelfile import ModelFileError, write_model_file
+from dcf.models.modelfile import ModelFileError, register_model_kind, write_model_file
 from dcf.parallel import SerialComm
 
 
@@ -57,6 +57,7 @@ def half_pairs(i, j, D, d, r_pair):
     return i[keep], j[keep], D[keep], d[keep]
 
 
+@register_model_kind
 class PairwiseModel:
     """A trained pairwise direct-force model.
 
