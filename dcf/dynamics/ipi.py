@@ -51,7 +51,7 @@ def connect(unix: str | None = None, host: str = "localhost", port: int | None =
             time.sleep(0.2)
 
 
-def _virial(results: dict, atoms) -> np.ndarray:
+def virial(results: dict, atoms) -> np.ndarray:
     """Virial (3, 3) eV from an ASE stress (Voigt, eV/A^3): W = -V sigma."""
     if "stress" not in results:
         return np.zeros((3, 3))
@@ -121,7 +121,7 @@ def serve(model, atoms, sock: socket.socket | None, comm=None, on_step=None) -> 
                 if state != "HAVEDATA":
                     raise ServerError("i-PI asked for forces before sending positions")
                 protocol.sendforce(results.get("energy", 0.0), results["forces"],
-                                   _virial(results, atoms))
+                                   virial(results, atoms))
                 state = "READY"
             else:
                 raise ServerError(f"unexpected message {msg!r} from the i-PI server")
