@@ -90,6 +90,8 @@ def test_two_models_side_by_side(cuau, tmp_path, capsys):
     assert r["models"][0]["energy"] is None and r["models"][1]["energy"]["n"] == 4
     assert r["models"][0]["covariance"]["n_frames"] == 1
     assert sorted(p.name for p in plots.iterdir()) == [
+        "error_by_F_B-P_Au.png", "error_by_F_B-P_Cu.png",
+        "error_by_F_DCF_paper_NN3_Au.png", "error_by_F_DCF_paper_NN3_Cu.png",
         "parity_B-P_Au.png", "parity_B-P_Cu.png",
         "parity_DCF_paper_NN3_Au.png", "parity_DCF_paper_NN3_Cu.png"]
 

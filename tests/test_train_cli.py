@@ -50,8 +50,9 @@ def test_train_and_evaluate(store, tmp_path):
     r = json.loads(report.read_text())
     assert set(r["forces"]) == {"Cu", "Au"} and r["forces"]["Cu"]["n"] > 0
     assert r["covariance"]["covariance_error"] > 0          # the paper head is not exact
-    assert sorted(p.name for p in plots.iterdir()) == ["parity_DCF_paper_NN3_Au.png",
-                                                       "parity_DCF_paper_NN3_Cu.png"]
+    assert sorted(p.name for p in plots.iterdir()) == [
+        "error_by_F_DCF_paper_NN3_Au.png", "error_by_F_DCF_paper_NN3_Cu.png",
+        "parity_DCF_paper_NN3_Au.png", "parity_DCF_paper_NN3_Cu.png"]
 
 
 def test_user_errors(store, tmp_path):

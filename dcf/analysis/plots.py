@@ -1,4 +1,5 @@
-"""Parity plots (predicted against reference force components), as PNG files.
+"""Parity plots (predicted against reference force components) and error-by-|F| histograms
+(the force error of the atoms binned by the size of their reference force), as PNG files.
 
 Uses matplotlib's Agg backend (no display needed). Files are written under a temporary name and
 renamed, so an interrupted run leaves no half-written image.
@@ -10,15 +11,33 @@ from pathlib import Path
 import numpy as np
 
 
-def parity_plot(ref: np.ndarray, pred: np.ndarray, title: str, path) -> Path:
-    """One parity plot of force components: ref, pred (n, 3) eV/A; x, y, z in three colours."""
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
+
+def _save(fig, path) -> Path:
     from dcf.files import write_atomic
+
+    path = Path(path)
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        _pyplot().close(fig)
+    return path
+
+
+def _safe(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label)
+
+
+def parity_plot(ref: np.ndarray, pred: np.ndarray, title: str, path) -> Path:
+    """One parity plot of force components: ref, pred (n, 3) eV/A; x, y, z in three colours."""
     from dcf.analysis.evaluation import force_metrics
 
+    plt = _pyplot()
     ref, pred = np.asarray(ref, float).reshape(-1, 3), np.asarray(pred, float).reshape(-1, 3)
     fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=120)
     for c, name in enumerate("xyz"):
@@ -36,17 +55,62 @@ def parity_plot(ref: np.ndarray, pred: np.ndarray, title: str, path) -> Path:
                  fontsize=9)
     ax.legend(loc="upper left", fontsize=7, markerscale=3)
     fig.tight_layout()
-    path = Path(path)
-    try:
-        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def parity_plots(parity: dict, out_dir, label: str) -> list[Path]:
     """One PNG per element, parity[el] = {"ref": (n, 3), "pred": (n, 3)}; returns the paths."""
     out_dir = Path(out_dir)
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label)
-    return [parity_plot(p["ref"], p["pred"], f"{label}: {el}", out_dir / f"parity_{safe}_{el}.png")
+    return [parity_plot(p["ref"], p["pred"], f"{label}: {el}",
+                        out_dir / f"parity_{_safe(label)}_{el}.png")
+            for el, p in parity.items() if len(p["ref"])]
+
+
+def error_by_force(ref: np.ndarray, pred: np.ndarray, n_bins: int = 10) -> dict:
+    """Force error binned by reference force magnitude.
+
+    ref, pred (n, 3) eV/A. The atoms' |F_ref| fall in n_bins equal bins from 0 to the largest
+    (the last bin includes it). Returns edges (n_bins + 1,) eV/A; count (n_bins,) atoms; mae
+    (n_bins,) eV/A, the mean absolute error of the force components of the atoms in the bin
+    (NaN for an empty bin); and mean_force (n_bins,) eV/A, their mean |F_ref|.
+    """
+    ref, pred = np.asarray(ref, float).reshape(-1, 3), np.asarray(pred, float).reshape(-1, 3)
+    size = np.linalg.norm(ref, axis=1)
+    top = float(size.max()) if len(size) and size.max() > 0 else 1.0
+    edges = np.linspace(0.0, top, n_bins + 1)
+    which = np.minimum(np.searchsorted(edges, size, side="right") - 1, n_bins - 1)
+    count = np.bincount(which, minlength=n_bins)
+    error = np.abs(pred - ref).mean(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mae = np.bincount(which, error, minlength=n_bins) / count
+        mean_force = np.bincount(which, size, minlength=n_bins) / count
+    return {"edges": edges, "count": count, "mae": mae, "mean_force": mean_force}
+
+
+def error_histogram_plot(ref: np.ndarray, pred: np.ndarray, title: str, path,
+                         n_bins: int = 10) -> Path:
+    """Bars: force-component MAE per |F_ref| bin (eV/A); line: atoms per bin."""
+    plt = _pyplot()
+    h = error_by_force(ref, pred, n_bins)
+    left, width = h["edges"][:-1], np.diff(h["edges"])
+    fig, ax = plt.subplots(figsize=(5.0, 3.6), dpi=120)
+    ax.bar(left, np.nan_to_num(h["mae"]), width=width, align="edge", color="tab:blue",
+           edgecolor="white", label="MAE")
+    ax.set_xlabel("reference |F| (eV/Å)")
+    ax.set_ylabel("force-component MAE (eV/Å)")
+    atoms = ax.twinx()
+    atoms.step(h["edges"], np.append(h["count"], h["count"][-1]), where="post",
+               color="tab:orange", label="atoms")
+    atoms.set_ylabel("atoms per bin", color="tab:orange")
+    atoms.set_ylim(bottom=0)
+    ax.set_title(f"{title}: error by |F| ({int(h['count'].sum())} atoms)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def error_histograms(parity: dict, out_dir, label: str, n_bins: int = 10) -> list[Path]:
+    """One error-by-|F| PNG per element of parity[el] = {"ref", "pred"}; returns the paths."""
+    out_dir = Path(out_dir)
+    return [error_histogram_plot(p["ref"], p["pred"], f"{label}: {el}",
+                                 out_dir / f"error_by_F_{_safe(label)}_{el}.png", n_bins)
             for el, p in parity.items() if len(p["ref"])]

@@ -8,7 +8,7 @@ structure file ase.io reads with reference forces. Every model is evaluated on t
 Prints one per-element table with rows per model (Table 1: MAE and RMSE of the force-error
 vector's norm, <|F|>, MAE/<|F|>), the energy error of models with energies and the covariance
 error <|F(T R) - T F(R)|> / <|F|> over random rotations T of each model; writes a JSON report
-and, with --plots, parity plots per model and element.
+and, with --plots, parity plots and error-by-|F| histograms per model and element.
 
 With --reactions FILE (the JSON of `dcf reactions --out`, or its `--snapshots` lines 'frame
 atom'), also Table 2: the standard and the reaction test sets side by side. The (frame, atom)
@@ -36,7 +36,8 @@ def add_arguments(p) -> None:
                    help="feature store (.h5), or structure file with reference forces: any "
                         "ase.io format, a DeePMD system (folder) or n2p2 input.data")
     p.add_argument("--report", default=None, help="write a JSON report here")
-    p.add_argument("--plots", default=None, metavar="DIR", help="write parity plots (PNG) here")
+    p.add_argument("--plots", default=None, metavar="DIR",
+                   help="write parity plots and error-by-|F| histograms (PNG) here")
     p.add_argument("--split", choices=("test", "train", "all"), default="test",
                    help="feature-store split to evaluate (default test)")
     p.add_argument("--index", default=":", help="frames of a structure file, ase syntax")
@@ -250,9 +251,10 @@ def run(args) -> int:
             print(f"note: {rx['in_store_training_frames']} reaction snapshot(s) lie in training "
                   f"frames of {data}")
     if args.plots:
-        from dcf.analysis.plots import parity_plots
+        from dcf.analysis.plots import error_histograms, parity_plots
         for lab, r in zip(labels, results):
-            for path in parity_plots(r["parity"], args.plots, lab):
+            for path in [*parity_plots(r["parity"], args.plots, lab),
+                         *error_histograms(r["parity"], args.plots, lab)]:
                 print(f"wrote {path}")
     if args.report:
         entries = []

@@ -4,7 +4,8 @@ i-PI loads a user PES from a Python file that names its class in ``__DRIVER_CLAS
 module is such a file (so is ``drivers/dcf_pes.py``, which imports it). Parameters are the
 model file and a template structure with i-PI's atoms in i-PI's order (e.g. its init file):
 
-    i-pi-py_driver -m custom -P drivers/dcf_pes.py -u -a NAME -o model=model.dcf,template=init.extxyz
+    i-pi-py_driver -m custom -P drivers/dcf_pes.py -u -a NAME \\
+        -o model=model.dcf,template=init.extxyz
 
     <ffdirect name="dcf" pbc="false">
       <pes>custom</pes> <pes_path>dcf_pes.py</pes_path>
