@@ -216,6 +216,22 @@ def test_n2p2_written_by_dpdata_round_trips(tmp_path):
                                    atol=1e-6)
 
 
+def test_other_dpdata_formats_pass_through(tmp_path):
+    """--format dpdata:NAME: dpdata's own n2p2 reader and its deepmd/hdf5 give our frames."""
+    frames = emt_frames(3, seed=8)
+    path = write_n2p2(tmp_path / "input.data", frames, Bohr, Hartree)
+    ours = read_frames(path, units="hartree-bohr")
+    via = read_frames(path, fmt="dpdata:n2p2")
+    assert via.sources[0]["format"] == "dpdata:n2p2"
+    np.testing.assert_allclose(via.positions, ours.positions, rtol=1e-8)
+    np.testing.assert_allclose(via.forces, ours.forces, rtol=1e-8, atol=1e-12)
+    system = write_deepmd(tmp_path / "sys", frames, ["Au", "Cu"])
+    dpdata.LabeledSystem(str(system), fmt="deepmd/npy").to("deepmd/hdf5", str(tmp_path / "s.h5"))
+    assert_same(read_frames(tmp_path / "s.h5", fmt="dpdata:deepmd/hdf5"), frames)
+    with pytest.raises(FrameError, match="dpdata has no format 'nonsense'"):
+        read_frames(path, fmt="dpdata:nonsense")
+
+
 @pytest.mark.parametrize("text, message", [
     ("begin\natom 0 0 0 Cu 0 0 0 0 0\nenergy 1\n", "frame 0 has no 'end'"),
     ("begin\natom 0 0 0 Cu 0 0 0 0\nend\n", "line 2: cannot read"),

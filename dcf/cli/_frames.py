@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 FORMAT_HELP = ("format of the input: deepmd/npy, deepmd/raw (a DeePMD-kit system, or a folder "
-               "of them), n2p2 (input.data), or any ase.io format name (default: guessed)")
+               "of them), n2p2 (input.data), dpdata:NAME (any labeled format dpdata reads, "
+               "e.g. dpdata:abacus/md), or any ase.io format name (default: guessed)")
 
 
 def add_format_arguments(p) -> None:

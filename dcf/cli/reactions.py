@@ -40,7 +40,7 @@ def run(args) -> int:
     from ase.io import iread
 
     from dcf.analysis import reactions as rx
-    from dcf.data.formats import FORMATS, guess_format
+    from dcf.data.formats import guess_format, read_here
 
     path = Path(args.trajectory)
     if not path.exists():
@@ -56,7 +56,7 @@ def run(args) -> int:
     numbers = []
 
     def frames():
-        ours = args.format in FORMATS or (args.format is None and guess_format(path))
+        ours = read_here(args.format) or (args.format is None and guess_format(path))
         source = read_input("reactions", path, args.index, args) if ours else \
             iread(str(path), index=args.index, format=args.format)
         try:

@@ -13,6 +13,10 @@
   ``units="hartree-bohr"`` converts a file in atomic units, the default ``"ev-angstrom"``
   takes the numbers as they are.
 
+* ``dpdata:NAME``: any other labeled format dpdata reads (``dpdata:abacus/md``,
+  ``dpdata:cp2k/aimd_output``, ``dpdata:pwmat/movement``, ``dpdata:qe/cp/traj``,
+  ``dpdata:deepmd/hdf5``, ...), a file or a folder as dpdata takes it.
+
 Every frame comes back as an ase.Atoms with a SinglePointCalculator holding the reference
 energy (eV), forces (eV/A) and, where the file has a virial, stress (eV/A^3). Any other format
 name is ase.io's (see :func:`iter_frames`).
@@ -30,6 +34,7 @@ from ase.units import Bohr, Hartree
 DEEPMD = ("deepmd/npy", "deepmd/raw")
 N2P2 = "n2p2"
 FORMATS = (*DEEPMD, N2P2)
+DPDATA = "dpdata:"
 
 #: n2p2 unit choice -> (Angstrom per length unit, eV per energy unit)
 N2P2_UNITS = {"ev-angstrom": (1.0, 1.0), "hartree-bohr": (Bohr, Hartree)}
@@ -37,6 +42,11 @@ N2P2_UNITS = {"ev-angstrom": (1.0, 1.0), "hartree-bohr": (Bohr, Hartree)}
 
 class FormatError(ValueError):
     """A file or folder that is not what its format says, or a format option that is wrong."""
+
+
+def read_here(fmt: str | None) -> bool:
+    """Whether `fmt` is read by this module (else by ase.io)."""
+    return fmt in FORMATS or (fmt or "").startswith(DPDATA)
 
 
 def deepmd_kind(folder: Path) -> str | None:
@@ -74,6 +84,8 @@ def expand(path: Path, fmt: str | None) -> list[tuple[Path, str | None]]:
     """(source, format) pairs of one input: a folder of DeePMD systems gives each system."""
     path = Path(path)
     given, fmt = fmt, fmt or guess_format(path)
+    if fmt and fmt.startswith(DPDATA):
+        return [(path, fmt)]
     if path.is_dir():
         if fmt is not None and fmt not in DEEPMD:
             raise FormatError(f"{path} is a folder; only the DeePMD formats "
@@ -100,6 +112,8 @@ def iter_frames(path, fmt: str | None = None, type_map=None, units: str = "ev-an
     fmt = fmt or guess_format(path)
     if fmt in DEEPMD:
         yield from read_deepmd(path, fmt, type_map)
+    elif fmt is not None and fmt.startswith(DPDATA):
+        yield from read_dpdata(path, fmt[len(DPDATA):], type_map)
     elif fmt == N2P2:
         yield from read_n2p2(path, units)
     else:
@@ -109,15 +123,23 @@ def iter_frames(path, fmt: str | None = None, type_map=None, units: str = "ev-an
 
 def read_deepmd(folder, fmt: str = "deepmd/npy", type_map=None) -> list[Atoms]:
     """The frames of one DeePMD system (through dpdata), type map and virials honoured."""
-    try:
-        import dpdata
-    except ImportError:
-        raise FormatError(f"{folder}: reading {fmt} needs dpdata "
-                          f"(pip install 'dcf-forces[deepmd]')") from None
     folder = Path(folder)
     if deepmd_kind(folder) != fmt:
         raise FormatError(f"{folder} is not a {fmt} system (type.raw and "
                           f"{'set.*/coord.npy' if fmt == 'deepmd/npy' else 'coord.raw'})")
+    return read_dpdata(folder, fmt, type_map)
+
+
+def read_dpdata(path, fmt: str, type_map=None) -> list[Atoms]:
+    """The frames of a labeled system in dpdata's format `fmt` (a file or folder)."""
+    try:
+        import dpdata
+    except ImportError:
+        raise FormatError(f"{path}: reading {fmt} needs dpdata "
+                          f"(pip install 'dcf-forces[deepmd]')") from None
+    if fmt not in dpdata.format.Format.get_formats():
+        raise FormatError(f"{path}: dpdata has no format {fmt!r}")
+    folder = Path(path)
     try:
         system = dpdata.LabeledSystem(str(folder), fmt=fmt,
                                       type_map=list(type_map) if type_map else None)
@@ -128,8 +150,8 @@ def read_deepmd(folder, fmt: str = "deepmd/npy", type_map=None) -> list[Atoms]:
     names = list(data["atom_names"])
     unknown = [n for n in names if n not in chemical_symbols[1:]]
     if unknown:
-        raise FormatError(f"{folder}: DeePMD type names {unknown} are not elements (without "
-                          f"a type_map.raw give --type-map, e.g. O,H)")
+        raise FormatError(f"{folder}: type names {unknown} are not elements (for a DeePMD "
+                          f"system without type_map.raw give --type-map, e.g. O,H)")
     if data.get("nopbc"):                 # a virial needs a volume
         data.pop("virials", None)
     return system.to("ase/structure")     # stress = -virial / volume, as ASE's sign
@@ -228,7 +250,7 @@ def read(path, index=":", fmt: str | None = None, type_map=None,
 
     selection = string2index(str(index)) if isinstance(index, str) else index
     sources = expand(path, fmt)
-    if len(sources) == 1 and sources[0][1] not in FORMATS:
+    if len(sources) == 1 and not read_here(sources[0][1]):
         from ase.io import read as ase_read
         frames = ase_read(sources[0][0], index=selection, format=sources[0][1])
         return [frames] if isinstance(frames, Atoms) else list(frames)
