@@ -13,6 +13,7 @@ from ase.units import Bohr, Hartree
 from dcf.data import formats
 from dcf.data.frames import FrameError, read_frames
 
+EMBEDDED = Path(__file__).parents[1] / "dcf" / "data" / "li4p2o7_xtb_3000K.extxyz"
 dpdata = pytest.importorskip("dpdata", reason="dpdata is not installed (pip install dpdata)")
 
 
@@ -275,3 +276,41 @@ def test_commands_read_deepmd_and_n2p2(tmp_path):
               tmp_path / "bad.h5")
     assert res.returncode != 0 and "reads a folder" in res.stderr
     assert not (tmp_path / "bad.h5").exists()
+
+
+@pytest.mark.slow
+def test_deepmd_folder_goes_through_featurize_train_evaluate_md(tmp_path):
+    """The user guide's DeePMD walk-through, shortened: no conversion script anywhere."""
+    import json
+    import os
+
+    from ase.io import read
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+           "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def dcf(*args):
+        res = subprocess.run([sys.executable, "-m", "dcf", *map(str, args)], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=400, env=env)
+        assert res.returncode == 0, f"dcf {args}:\n{res.stdout}\n{res.stderr}"
+        return res
+
+    frames = [{"atoms": a, "energy": a.get_potential_energy(), "forces": a.get_forces(),
+               "stress": np.zeros((3, 3))}
+              for a in read(EMBEDDED, "::25")]
+    write_deepmd(tmp_path / "data" / "run0", frames[:5], ["Li", "P", "O"], sets=2)
+    write_deepmd(tmp_path / "data" / "run1", frames[5:], ["O", "Li", "P"], raw=True)
+    dcf("featurize", "data", "--spec", "mailoa2019-S4", "--out", "f.h5", "--quiet")
+    dcf("train", "f.h5", "--model", "dcf", "--head", "covariant", "--out", "dcf.dcf",
+        "--epochs", "1", "--hidden", "8,8", "--threads", "1")
+    dcf("evaluate", "dcf.dcf", "data", "--report", "r.json", "--plots", "plots",
+        "--rotations", "1", "--covariance-frames", "1")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {el: report["forces"][el]["n"] for el in ("Li", "P", "O")} == {
+        "Li": 8 * 10, "P": 4 * 10, "O": 14 * 10}
+    assert len(list((tmp_path / "plots").glob("error_by_F_*.png"))) == 3
+    dcf("md", "dcf.dcf", "data/run1", "--thermostat", "langevin", "--temperature", "1000",
+        "--damping", "20", "--steps", "10", "--traj", "md.traj", "--interval", "5")
+    traj = read(tmp_path / "md.traj", ":")
+    assert len(traj) == 3
+    assert traj[0].get_chemical_symbols() == frames[-1]["atoms"].get_chemical_symbols()
