@@ -62,7 +62,8 @@ def _provenance(args, frames, comm) -> dict:
         "ranks": comm.size,
         "options": {"index": args.index, "every": args.every, "test_fraction": args.test_fraction,
                     "seed": args.seed, "snapshots": args.snapshots, "chosen": args.chosen,
-                    "chosen_weight": args.chosen_weight, "compression": args.compression},
+                    "chosen_weight": args.chosen_weight, "compression": args.compression,
+                    **format_options(args)},
     }
 
 
