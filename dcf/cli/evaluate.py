@@ -200,7 +200,7 @@ def _axes_span(models, data, args) -> dict:
             if store.spec.fingerprint == spec.fingerprint:
                 return axes_span_of_store(store, None if args.split == "all" else args.split)
         return {}
-    return axes_span_of_frames(_frames_from_file(data, args.index), spec)
+    return axes_span_of_frames(read_input("evaluate", data, args.index, args), spec)
 
 
 def run(args) -> int:
