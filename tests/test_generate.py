@@ -114,7 +114,8 @@ def test_xtb_without_tblite_says_how_to_install(tmp_path):
     assert not (tmp_path / "x.extxyz").exists()
 
 
-@pytest.mark.skipif(not HAS_TBLITE, reason="tblite is not installed (pip install 'dcf-forces[xtb]')")
+@pytest.mark.skipif(not HAS_TBLITE,
+                    reason="tblite is not installed (pip install 'dcf-forces[xtb]')")
 def test_xtb_md_step_on_li4p2o7():
     frames = list(run_md(li4p2o7(2, seed=0), calculator("xtb"), temperature=3000, steps=2,
                          interval=1, relax_steps=0, seed=0))
