@@ -4,7 +4,7 @@
   covariance error.
 * `reactions`: chemical reactions in a trajectory (bond graph + HMM/Viterbi) and the reacting
   snapshots.
-* `plots`: parity plots (matplotlib, imported on demand).
+* `plots`: parity plots and error-by-|F| histograms (matplotlib, imported on demand).
 
 Imports `dcf.models`, `dcf.data`, `dcf.descriptors` and the leaf modules.
 """
