@@ -8,10 +8,11 @@
   eV/Angstrom, virial in eV; dpdata's conversion gives the stress as ``-virial / volume``
   (ASE's sign: negative under compression). A ``nopbc`` file marks a non-periodic system.
 * ``n2p2``: n2p2/RuNNer ``input.data`` (``begin``, ``lattice``, ``atom x y z El q n fx fy fz``,
-  ``energy``, ``end``). dpdata's n2p2 reader assumes atomic units, periodic cells and one
-  composition for all frames; this reader takes any of them. The format carries no units:
-  ``units="hartree-bohr"`` converts a file in atomic units, the default ``"ev-angstrom"``
-  takes the numbers as they are.
+  ``energy``, ``charge``, ``end``), read by ase.io's RuNNer reader (ASE >= 3.29), which takes
+  isolated and periodic frames of any composition (dpdata's n2p2 reader assumes periodic
+  cells and one composition). The format carries no units: ``units="hartree-bohr"``
+  converts a file in atomic units, the default ``"ev-angstrom"`` takes the numbers as
+  they are.
 
 * ``dpdata:NAME``: any other labeled format dpdata reads (``dpdata:abacus/md``,
   ``dpdata:cp2k/aimd_output``, ``dpdata:pwmat/movement``, ``dpdata:qe/cp/traj``,
@@ -25,19 +26,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
-from ase.units import Bohr, Hartree
 
 DEEPMD = ("deepmd/npy", "deepmd/raw")
 N2P2 = "n2p2"
 FORMATS = (*DEEPMD, N2P2)
 DPDATA = "dpdata:"
 
-#: n2p2 unit choice -> (Angstrom per length unit, eV per energy unit)
-N2P2_UNITS = {"ev-angstrom": (1.0, 1.0), "hartree-bohr": (Bohr, Hartree)}
+#: units an n2p2 file may be in (the format does not say)
+N2P2_UNITS = ("ev-angstrom", "hartree-bohr")
 
 
 class FormatError(ValueError):
@@ -158,74 +156,20 @@ def read_dpdata(path, fmt: str, type_map=None) -> list[Atoms]:
 
 
 def read_n2p2(path, units: str = "ev-angstrom"):
-    """The frames of an n2p2/RuNNer ``input.data`` file, converted to Angstrom and eV.
+    """The frames of an n2p2/RuNNer ``input.data`` file in Angstrom and eV, read by ase.io's
+    RuNNer reader (format ``runnerdata``). A frame without ``lattice`` lines is isolated.
 
-    A frame without ``lattice`` lines is not periodic; with three it is periodic in all
-    directions. Atom lines: ``atom x y z element charge n fx fy fz``.
+    units: of the numbers in the file (the format does not say); "hartree-bohr" converts from
+    atomic units with ASE's constants. (ase.io's own default is atomic units; dcf's is to take
+    the numbers as they are unless told.)
     """
     if units not in N2P2_UNITS:
         raise FormatError(f"unknown n2p2 units {units!r} (known: {', '.join(N2P2_UNITS)})")
-    length, energy_unit = N2P2_UNITS[units]
-    frame, k = None, 0
-    with open(path, errors="replace") as fh:
-        for line_number, line in enumerate(fh, 1):
-            words = line.split()
-            if not words or words[0] == "comment":
-                continue
-            where = f"{path} line {line_number}"
-            key = words[0].lower()
-            if key == "begin":
-                if frame is not None:
-                    raise FormatError(f"{where}: 'begin' inside frame {k} (no 'end' before it)")
-                frame = {"lattice": [], "atoms": [], "energy": None}
-            elif frame is None:
-                raise FormatError(f"{where}: {words[0]!r} outside a begin ... end block")
-            elif key == "end":
-                yield _n2p2_atoms(frame, length, energy_unit, f"{path} frame {k}")
-                frame, k = None, k + 1
-            else:
-                _n2p2_line(frame, key, words, where)
-    if frame is not None:
-        raise FormatError(f"{path}: frame {k} has no 'end' (is the file cut short?)")
+    from ase.io import iread
+    from ase.io.runner.runneratoms import Units
 
-
-def _n2p2_line(frame: dict, key: str, words: list, where: str) -> None:
-    try:
-        if key == "lattice":
-            frame["lattice"].append([float(w) for w in words[1:4]])
-        elif key == "atom":
-            if len(words) < 10:
-                raise ValueError("too few columns")
-            x, y, z = (float(w) for w in words[1:4])
-            fx, fy, fz = (float(w) for w in words[7:10])
-            frame["atoms"].append((words[4], x, y, z, fx, fy, fz))
-        elif key == "energy":
-            frame["energy"] = float(words[1])
-        elif key != "charge":
-            raise ValueError(f"unknown keyword {words[0]!r}")
-    except (ValueError, IndexError) as err:
-        raise FormatError(f"{where}: cannot read {' '.join(words)!r} ({err}; expected e.g. "
-                          f"'atom x y z El charge n fx fy fz')") from None
-
-
-def _n2p2_atoms(frame: dict, length: float, energy_unit: float, where: str) -> Atoms:
-    if not frame["atoms"]:
-        raise FormatError(f"{where}: no atom lines")
-    if len(frame["lattice"]) not in (0, 3):
-        raise FormatError(f"{where}: {len(frame['lattice'])} lattice lines (0 or 3 expected)")
-    symbols = [a[0] for a in frame["atoms"]]
-    unknown = sorted(set(symbols) - set(chemical_symbols[1:]))
-    if unknown:
-        raise FormatError(f"{where}: {unknown} are not element names")
-    table = np.array([a[1:] for a in frame["atoms"]])
-    periodic = bool(frame["lattice"])
-    atoms = Atoms(symbols=symbols, positions=table[:, :3] * length,
-                  cell=np.array(frame["lattice"]) * length if periodic else None, pbc=periodic)
-    results = {"forces": table[:, 3:] * (energy_unit / length)}
-    if frame["energy"] is not None:
-        results["energy"] = frame["energy"] * energy_unit
-    atoms.calc = SinglePointCalculator(atoms, **results)
-    return atoms
+    given = Units.ATOMIC if units == "hartree-bohr" else Units.ASE
+    yield from iread(path, index=":", format="runnerdata", input_units=given)
 
 
 def tree_sha256(folder: Path) -> str:
