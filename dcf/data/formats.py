@@ -1,4 +1,4 @@
-"""Frames from the formats ase.io does not read: DeePMD-kit systems and n2p2 ``input.data``.
+"""Input formats beyond ase.io's guess: DeePMD-kit systems and n2p2 ``input.data``.
 
 * ``deepmd/npy`` and ``deepmd/raw``: a DeePMD-kit system, the folder DP-GEN writes
   (``type.raw``, ``type_map.raw``, ``set.*/{coord,box,energy,force,virial}.npy`` or the
@@ -24,6 +24,7 @@ name is ase.io's (see :func:`iter_frames`).
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from ase import Atoms
@@ -104,7 +105,7 @@ def iter_frames(path, fmt: str | None = None, type_map=None, units: str = "ev-an
 
     fmt: one of FORMATS, an ase.io format name, or None (guessed: a DeePMD folder, an n2p2
     ``input.data``, else ase.io's guess). type_map: element names for DeePMD types when the
-    system has no type_map.raw. units: of an n2p2 file, a key of N2P2_UNITS.
+    system has no type_map.raw. units: of an n2p2 file, one of N2P2_UNITS.
     """
     path = Path(path)
     fmt = fmt or guess_format(path)
@@ -174,8 +175,6 @@ def read_n2p2(path, units: str = "ev-angstrom"):
 
 def tree_sha256(folder: Path) -> str:
     """sha256 over the relative names and bytes of every file below `folder`, sorted."""
-    import hashlib
-
     h = hashlib.sha256()
     for p in sorted(q for q in Path(folder).rglob("*") if q.is_file()):
         h.update(str(p.relative_to(folder)).encode() + b"\0")
