@@ -272,7 +272,8 @@ class Featurizer:
 
         For a domain of a decomposed system (LAMMPS): positions (n, 3) A of its owned atoms
         and of the ghost copies around it, numbers (n,) atomic numbers, centers (k,) the
-        atoms whose fingerprints are wanted; their environments must lie inside the domain.
+        atoms whose fingerprints are wanted (the only atoms with neighbor-list entries);
+        their environments must lie inside the domain.
         """
         positions = np.ascontiguousarray(positions, dtype=float)
         numbers = np.asarray(numbers)
@@ -280,7 +281,7 @@ class Featurizer:
         if np.any(species < 0):
             self.spec.check_symbols([chemical_symbols[z] for z in numbers], source)
         nl = build_neighbor_list(positions, np.eye(3), (False, False, False),
-                                 self.spec.max_cutoff, self.num_threads)
+                                 self.spec.max_cutoff, self.num_threads, centers)
         if len(nl) and nl.d.min() < 1e-8:
             k = int(np.argmin(nl.d))
             raise ValueError(f"{source}: atoms {int(nl.i[k])} and {int(nl.j[k])} overlap "

