@@ -339,3 +339,33 @@ class LammpsNativeMD:
 
     def close(self) -> None:
         self.lmp.close()
+
+
+class LammpsModelMD:
+    """A dcf model as LAMMPS's force field in LAMMPS's own MD loop (`dcf.dynamics.lammps`):
+    fix nve + fix langevin, neighbor skin 2 A, on the ranks of this MPI job (LAMMPS's
+    domain decomposition). temperature K, timestep and damping fs. `coupling` holds the
+    callback's call count and seconds on this rank."""
+
+    def __init__(self, atoms, model, temperature: float = 300.0, timestep: float = 1.0,
+                 damping: float = 100.0, seed: int = 1, processors: str | None = None):
+        from dcf.dynamics.lammps import attach, create_system, new_lammps
+        elements = [el for el in model.elements if el in set(atoms.get_chemical_symbols())]
+        self.n_atoms = len(atoms)
+        self.lmp = new_lammps()
+        create_system(self.lmp, atoms, elements, processors)
+        self.coupling = attach(self.lmp, model, elements)
+        for cmd in [f"velocity all create {temperature} {seed} dist gaussian loop geom",
+                    "fix integrate all nve",
+                    f"fix thermostat all langevin {temperature} {temperature} "
+                    f"{damping / 1000.0} {seed + 1}",
+                    f"timestep {timestep / 1000.0}", "thermo 0", "run 0"]:
+            self.lmp.command(cmd)
+        self.coupling.check()
+
+    def run(self, steps: int) -> None:
+        self.lmp.command(f"run {steps} pre no post no")
+        self.coupling.check()
+
+    def close(self) -> None:
+        self.lmp.close()
