@@ -268,3 +268,11 @@ def test_logical_lines_join_continuations_and_drop_comments():
     assert lines == ["units metal", "fix 1 all npt temp 1 1 0.1 iso 1 1 1", "print '#1'"]
     assert dl.barostats_in(lines) == [lines[1]]
     assert neighbor_skin(["neighbor 1.5 bin", "neighbor 0.7 bin"], 2.0) == 0.7
+
+
+def test_cli_refuses_neighbor_settings_after_the_first_run(tmp_path, model_files, capsys):
+    from dcf.cli import main
+    text = (ROOT / "drivers" / "lammps-nvt-dcf.in").read_text() + "neighbor 3.0 bin\nrun 10\n"
+    (tmp_path / "late.in").write_text(text)
+    assert main(["lammps", str(model_files / "dcf.dcf"), str(tmp_path / "late.in")]) == 2
+    assert "'neighbor 3.0 bin' comes after the first run" in capsys.readouterr().err

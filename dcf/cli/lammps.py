@@ -110,6 +110,10 @@ def run(args) -> int:
                         f"has no energy and no virial; run NVT (or train a B-P model for NPT)")
     elements = args.elements.split(",") if args.elements else None
     start = next((k for k, c in enumerate(commands) if c.split()[0] in START), len(commands))
+    late = [c for c in commands[start:] if c.split()[0] in ("neighbor", "neigh_modify")]
+    if late:
+        return fail(f"{args.input}: {late[0]!r} comes after the first run; set the neighbor "
+                    f"skin and rules before it (the model's ghost-atom cutoff uses them)")
     cmdargs = ["-log", args.log, "-nocite"] + (["-screen", "none"] if args.quiet else [])
     for name, value in args.var:
         cmdargs += ["-var", name, value]

@@ -298,16 +298,16 @@ class LammpsCoupling:
             raise CouplingError(f"the dcf model stopped the LAMMPS run: {error}")
 
 
-def attach(lmp, model, elements=None, fix_id: str = "dcf", group: str = "all",
-           skin: float = DEFAULT_SKIN, comm=None, num_threads: int | None = None
-           ) -> LammpsCoupling:
+def attach(lmp, model, elements=None, fix_id: str = "dcf", skin: float = DEFAULT_SKIN,
+           comm=None, num_threads: int | None = None) -> LammpsCoupling:
     """Make `model` (a DCFModel or BPModel) the force field of the LAMMPS instance `lmp`.
 
     The box and atoms must exist (after read_data / create_box / read_restart), units metal.
     elements: one element symbol per atom type (default: the LAMMPS type labels). skin:
     the neighbor skin (A) set with ``neighbor SKIN bin``. comm: a `dcf.parallel`
     communicator over the ranks of `lmp` (default `dcf.parallel.world()`). Issues
-    ``fix FIX_ID GROUP external pf/callback 1 1``; for B–P also ``fix_modify FIX_ID energy
+    ``fix FIX_ID all external pf/callback 1 1`` (every atom is a neighbor of the model's
+    environments, so it acts on group all); for B–P also ``fix_modify FIX_ID energy
     yes virial yes``, so that thermo pe and press (and barostats) include the model. DCF has
     no energy and no virial: use it with a thermostat, not NVE or a barostat. Returns the
     coupling; call its `check()` after each run.
@@ -322,9 +322,6 @@ def attach(lmp, model, elements=None, fix_id: str = "dcf", group: str = "all",
         raise CouplingError("define the LAMMPS box and atoms before attaching the model")
     if not (np.isfinite(skin) and skin > 0):
         raise CouplingError(f"neighbor skin must be a positive number of Angstrom, got {skin}")
-    if group != "all":
-        raise CouplingError("the dcf model acts on all atoms (group all); its neighbors are "
-                            "every atom of the system")
     elements = type_elements(lmp, model, elements)
     untrained = set(getattr(model, "untrained", ())) & set(elements)
     if untrained:
@@ -334,7 +331,7 @@ def attach(lmp, model, elements=None, fix_id: str = "dcf", group: str = "all",
     cutoff = ghost_cutoff(model) + skin
     for cmd in [f"neighbor {skin} bin", "neigh_modify every 1 delay 0 check yes",
                 f"comm_modify cutoff {cutoff}",
-                f"fix {fix_id} {group} external pf/callback 1 1"]:
+                f"fix {fix_id} all external pf/callback 1 1"]:
         lmp.command(cmd)
     if model.kind == "bp":
         lmp.command(f"fix_modify {fix_id} energy yes virial yes")
