@@ -1,7 +1,7 @@
 """Time per MD step of a dcf model inside LAMMPS (fix external), on the ranks of this job.
 
     [mpiexec -n K] .venv/bin/python benchmarks/lammps_md.py --replicate 4 [--model dcf|bp]
-        [--steps 5] [--rounds 3] [--compare] [--out FILE.json]
+        [--steps 5] [--rounds 3] [--compare] [--classical] [--out FILE.json]
 
 System B replicated n^3 times (13,312 atoms for 4, 106,496 for 8), random Table S4 networks
 (the cost does not depend on the weights), LAMMPS Langevin 300 K, 1 fs. Records per round
@@ -9,7 +9,7 @@ the seconds per step, the share of the step spent in the dcf callback (the rest 
 integrator, thermostat, communication of the ghost atoms), the peak memory (max RSS) of
 every rank, and on one rank with --compare: the bare force call (`model.forces` on the
 whole ase.Atoms), one Langevin step through ASE and the classical Li-P-O potential in
-LAMMPS's own loop. Rank 0 prints (and writes with --out) a JSON record.
+LAMMPS's own loop (--classical). Rank 0 prints (and writes with --out) a JSON record.
 """
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="MD steps per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--compare", action="store_true",
-                   help="one rank only: also the bare force call, ASE and classical LAMMPS")
+                   help="one rank only: also the bare force call and the step through ASE")
+    p.add_argument("--classical", action="store_true",
+                   help="one rank only: also the classical potential in LAMMPS's own loop")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     comm = world()
@@ -71,6 +73,7 @@ def main() -> None:
             np.median(force)) - 1.0
         record["ase_step"] = md_step_cost(atoms, model.calculator(), steps=args.steps,
                                           repeats=args.rounds, warmup=1)
+    if args.classical and comm.size == 1:
         native = LammpsNativeMD(atoms)
         native.run(1)
         record["classical_lammps_step"] = summarize(
