@@ -37,7 +37,7 @@ from ase.data import atomic_masses, atomic_numbers
 
 from dcf.descriptors.fingerprints import Featurizer
 from dcf.descriptors.neighbors import build_neighbor_list
-from dcf.models.bp import invariant_spec
+from dcf.descriptors.spec import invariant_spec
 from dcf.parallel import world
 
 UNITS = "metal"
