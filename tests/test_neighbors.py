@@ -231,3 +231,20 @@ def test_per_atom_radii_must_match_the_atoms():
     atoms = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]])
     with pytest.raises(ValueError, match="3 cutoff radii for 2 atoms"):
         neighbor_list("ij", atoms, [1.0, 1.0, 1.0])
+
+
+def test_chosen_centers_get_the_full_lists_entries_and_the_others_none(rng):
+    """centers= (the LAMMPS coupling: owned atoms among ghosts) keeps exactly the rows of
+    the chosen atoms, with every atom still a neighbor."""
+    positions = rng.uniform(0, 9.0, (120, 3))
+    full = build_neighbor_list(positions, np.eye(3), (False,) * 3, 3.0)
+    centers = np.sort(rng.choice(120, 30, replace=False))
+    part = build_neighbor_list(positions, np.eye(3), (False,) * 3, 3.0, centers=centers)
+    counts = np.diff(part.first)
+    assert np.all(counts[np.setdiff1d(np.arange(120), centers)] == 0)
+    for i in centers:
+        a, b = full.first[i], full.first[i + 1]
+        c, d = part.first[i], part.first[i + 1]
+        np.testing.assert_array_equal(part.j[c:d], full.j[a:b])
+        np.testing.assert_array_equal(part.D[c:d], full.D[a:b])
+    assert counts.sum() > 0 and len(part) == counts[centers].sum()

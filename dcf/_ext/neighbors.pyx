@@ -84,13 +84,15 @@ cdef Py_ssize_t _scan(Py_ssize_t i, const double[:, ::1] wrapped, const double[:
 
 
 def build(const double[:, ::1] positions, const double[:, ::1] cell,
-          const double[:, ::1] inverse, pbc, double cutoff, int num_threads=1):
+          const double[:, ::1] inverse, pbc, double cutoff, int num_threads=1,
+          const unsigned char[::1] is_center=None):
     """Full neighbor list of `positions` (n, 3) A in a complete, invertible `cell` (3, 3).
 
     `inverse` is inv(cell) (fractional = positions @ inverse); `pbc` three bools.
     Returns (first, j, S, D, d): CSR offsets (n+1,), neighbor atoms (m,), integer shifts
     (m, 3), vectors D = r_j - r_i + S @ cell (m, 3) A and distances (m,) A. Entries of
-    atom i are first[i]:first[i+1], in a deterministic order.
+    atom i are first[i]:first[i+1], in a deterministic order. With `is_center` (n,) only
+    the atoms where it is nonzero get entries (the others still count as neighbors).
     """
     cdef Py_ssize_t n = positions.shape[0]
     cdef Py_ssize_t i, k, a, s0, s1, s2, m, p, q, r
@@ -170,6 +172,9 @@ def build(const double[:, ::1] positions, const double[:, ::1] cell,
                     lo[k] = x
                 if x > hi[k]:
                     hi[k] = x
+    cdef bint all_centers = is_center is None
+    if not all_centers and is_center.shape[0] != n:
+        raise ValueError(f"is_center has {is_center.shape[0]} entries for {n} atoms")
     cdef double max_bins = 4.0 * npts + 64.0, nbk
     for k in range(3):            # in floating point: a wide spread must not overflow
         nbk = floor((hi[k] - lo[k]) / (0.5 * cutoff))
@@ -232,9 +237,10 @@ def build(const double[:, ::1] positions, const double[:, ::1] cell,
     cdef double[:, ::1] D_out = D_np
     cdef double[::1] d_out = d_np
     for i in prange(n, nogil=True, num_threads=num_threads, schedule="static"):
-        first[i + 1] = _scan(i, wrapped, points, point_atom, point_shift, self_point,
-                             bin_start, nb, lo, width, bin_reach, cutoff2, offset, 0, 0,
-                             j_out, S_out, D_out, d_out, 0)
+        if all_centers or is_center[i]:
+            first[i + 1] = _scan(i, wrapped, points, point_atom, point_shift, self_point,
+                                 bin_start, nb, lo, width, bin_reach, cutoff2, offset, 0, 0,
+                                 j_out, S_out, D_out, d_out, 0)
     for i in range(n):
         first[i + 1] += first[i]
     m = first[n]
@@ -249,9 +255,11 @@ def build(const double[:, ::1] positions, const double[:, ::1] cell,
     found_np = np.empty(n, dtype=np.intp)
     cdef Py_ssize_t[::1] found = found_np
     for i in prange(n, nogil=True, num_threads=num_threads, schedule="static"):
-        found[i] = _scan(i, wrapped, points, point_atom, point_shift, self_point, bin_start,
-                         nb, lo, width, bin_reach, cutoff2, offset, first[i], first[i + 1],
-                         j_out, S_out, D_out, d_out, 1)
+        found[i] = 0
+        if all_centers or is_center[i]:
+            found[i] = _scan(i, wrapped, points, point_atom, point_shift, self_point,
+                             bin_start, nb, lo, width, bin_reach, cutoff2, offset, first[i],
+                             first[i + 1], j_out, S_out, D_out, d_out, 1)
     if not np.array_equal(found_np, np.diff(first_np)):
         raise RuntimeError("neighbor search: the count and fill passes disagree "
                            "(non-finite coordinates?)")

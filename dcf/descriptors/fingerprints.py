@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-from ase.data import atomic_numbers
+from ase.data import atomic_numbers, chemical_symbols
 
 from dcf._ext import fingerprints as _portable
 from dcf.descriptors.neighbors import NeighborList, VerletList, build_neighbor_list, resolve_threads
@@ -265,6 +265,40 @@ class Featurizer:
                 nl.first, nl.d, nl.j, species, len(self.spec.elements), centers,
                 self._cutoffs[s])
         return env
+
+    def domain_environment(self, positions, numbers, centers,
+                           source: str = "domain") -> Environment:
+        """Neighbor list of explicit atoms without periodic images, central atoms `centers`.
+
+        For a domain of a decomposed system (LAMMPS): positions (n, 3) A of its owned atoms
+        and of the ghost copies around it, numbers (n,) atomic numbers, centers (k,) the
+        atoms whose fingerprints are wanted (the only atoms with neighbor-list entries);
+        their environments must lie inside the domain.
+        """
+        positions = np.ascontiguousarray(positions, dtype=float)
+        numbers = np.asarray(numbers)
+        species = self._species_of[np.clip(numbers, 0, len(self._species_of) - 1)]
+        if np.any(species < 0):
+            self.spec.check_symbols([chemical_symbols[z] for z in numbers], source)
+        nl = build_neighbor_list(positions, np.eye(3), (False, False, False),
+                                 self.spec.max_cutoff, self.num_threads, centers)
+        if len(nl) and nl.d.min() < 1e-8:
+            k = int(np.argmin(nl.d))
+            raise ValueError(f"{source}: atoms {int(nl.i[k])} and {int(nl.j[k])} overlap "
+                             f"(distance {nl.d[k]:.3g} A)")
+        return self.select(Environment(len(positions), 0.0, nl, species), centers)
+
+    def select(self, env: Environment, centers) -> Environment:
+        """`env` with the central atoms `centers` (atom indices), on the same neighbor list."""
+        centers = np.asarray(centers, dtype=np.intp)
+        out = Environment(env.n_atoms, env.volume, env.neighbors, env.species)
+        nl, species = env.neighbors, env.species
+        for s, el in enumerate(self.spec.elements):
+            mine = np.ascontiguousarray(centers[species[centers] == s])
+            out.centers[el] = mine
+            out.pfirst[el], out.entry[el] = self._kernel.select_entries(
+                nl.first, nl.d, nl.j, species, len(self.spec.elements), mine, self._cutoffs[s])
+        return out
 
     def features(self, env: Environment, derivatives: bool = False) -> Features:
         """G and A (and, with `derivatives`, dG/dr and dA/dr) of every central atom."""

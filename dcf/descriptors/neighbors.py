@@ -96,12 +96,14 @@ def complete_cell(cell, pbc) -> np.ndarray:
 
 
 def build_neighbor_list(positions, cell, pbc, cutoff: float,
-                        num_threads: int | None = None) -> NeighborList:
+                        num_threads: int | None = None, centers=None) -> NeighborList:
     """Full neighbor list of `positions` (n, 3) A within `cutoff` A.
 
     `cell` (3, 3) rows are lattice vectors; `pbc` three bools. Positions need not be
     inside the cell. O(n) cell list over periodic images; cells thinner than the
     cutoff, skewed triclinic cells and any mix of periodic and open axes work.
+    centers: atom indices (k,) that get entries (default all); the other atoms are
+    neighbors only, with no entries of their own.
     """
     positions = np.ascontiguousarray(positions, dtype=float)
     if positions.ndim != 2 or positions.shape[1] != 3:
@@ -114,9 +116,13 @@ def build_neighbor_list(positions, cell, pbc, cutoff: float,
     pbc = np.asarray(pbc, dtype=bool).reshape(3)
     full = complete_cell(cell, pbc)
     inverse = np.ascontiguousarray(np.linalg.inv(full))
+    is_center = None
+    if centers is not None:
+        is_center = np.zeros(len(positions), dtype=np.uint8)
+        is_center[np.asarray(centers, dtype=np.intp)] = 1
     first, j, S, D, d = _kernel.build(
         positions, np.ascontiguousarray(full), inverse, tuple(bool(p) for p in pbc), cutoff,
-        resolve_threads(num_threads))
+        resolve_threads(num_threads), is_center)
     return NeighborList(first, j, S, D, d, cutoff)
 
 

@@ -108,13 +108,7 @@ class BPModel:
         env = fz.environment(atoms, part=(self.comm.rank, self.comm.size))
         feats = fz.features(env)
         n = len(atoms)
-        energies = np.zeros(n)
-        dEdG = {}
-        for el in self.elements:
-            x = (feats.G[el] - self.g_mean[el]) * self._inv_std[el]
-            e, dEdx = self.networks[el].value_and_input_gradient(x)
-            energies[feats.index[el]] = e + self.atom_energy[el]
-            dEdG[el] = dEdx * self._inv_std[el]
+        energies, dEdG = self.atomic_energies(feats, n)
         want_forces = "forces" in properties or "stress" in properties
         if want_forces:
             forces, virial = fz.forces(env, dEdG)
@@ -132,6 +126,18 @@ class BPModel:
                 sigma = -virial / env.volume
                 out["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
         return out
+
+    def atomic_energies(self, features, n_atoms: int) -> tuple[np.ndarray, dict]:
+        """Atomic energies E_i (n_atoms,) eV of the central atoms of `features` (zero on the
+        other atoms) and their gradients dE/dG[el] (n_el, nG_el) for `Featurizer.forces`."""
+        energies = np.zeros(n_atoms)
+        dEdG = {}
+        for el in self.elements:
+            x = (features.G[el] - self.g_mean[el]) * self._inv_std[el]
+            e, dEdx = self.networks[el].value_and_input_gradient(x)
+            energies[features.index[el]] = e + self.atom_energy[el]
+            dEdG[el] = dEdx * self._inv_std[el]
+        return energies, dEdG
 
     def energy(self, atoms) -> float:
         """Total energy (eV)."""

@@ -240,13 +240,19 @@ class DCFModel:
         self._require_head()
         fz = self.featurizer()
         f = fz.features(fz.environment(atoms, part=(self.comm.rank, self.comm.size)))
-        F = np.zeros((len(atoms), 3))
-        for el in self.elements:
-            if len(f.index[el]):
-                F[f.index[el]] = self.networks[el].forces(f.G[el], f.A[el])
-        F = self.comm.sum(F)
+        F = self.comm.sum(self.center_forces(f, len(atoms)))
         if self.remove_net_force and len(atoms):
             F -= F.mean(axis=0)
+        return F
+
+    def center_forces(self, features, n_atoms: int) -> np.ndarray:
+        """Forces (n_atoms, 3) eV/A on the central atoms of `features` (a Featurizer's
+        `Features`), zero on the other atoms; no net-force removal."""
+        F = np.zeros((n_atoms, 3))
+        for el in self.elements:
+            if len(features.index[el]):
+                F[features.index[el]] = self.networks[el].forces(features.G[el],
+                                                                  features.A[el])
         return F
 
     def compute(self, atoms, properties) -> dict:
