@@ -1,5 +1,6 @@
 """B–P training (TensorFlow) on a small EMT Cu–Au data set: the sparse training-time forces,
-the memory estimate, the recompute-per-batch mode and held-out accuracy."""
+the memory estimate, the recompute-per-batch mode, held-out accuracy, batches of atoms,
+checkpoints and resume."""
 import argparse
 
 import numpy as np
@@ -15,7 +16,7 @@ from dcf.descriptors.spec import FingerprintSpec
 tf = pytest.importorskip("tensorflow")
 
 from dcf.training import bp as bpt  # noqa: E402
-from dcf.training.core import set_threads  # noqa: E402
+from dcf.training.core import TrainingError, add_shared_arguments, set_threads  # noqa: E402
 
 set_threads(1)                       # the test machine's cores are shared
 
@@ -67,7 +68,7 @@ def quiet(*_):
 
 
 def config(**kw):
-    base = dict(hidden=(10, 10), epochs=40, batch_frames=2, learning_rate=3e-3, seed=0)
+    base = dict(hidden=(10, 10), epochs=40, batch_size=32, learning_rate=3e-3, seed=0)
     return bpt.BPTrainConfig(**{**base, **kw})
 
 
@@ -76,8 +77,12 @@ def trained(train_set):
     return bpt.train_bp(train_set, SPEC, config(), quiet)
 
 
+def train_losses(model):
+    return [row[1] for row in model.training["fits"][0]["history"]]
+
+
 def test_training_beats_constant_predictor(trained, train_set, test_set):
-    model, history = trained
+    model, history = trained, trained.training
     report = evaluate_frames(model, test_set)
     F_ref = np.concatenate([a.get_forces() for a in test_set])
     zero_force_mae = np.linalg.norm(F_ref, axis=1).mean()        # F = 0 predictor
@@ -123,12 +128,12 @@ def test_memory_estimate_is_exact(train_set):
 
 def test_recompute_per_batch_matches_in_memory(train_set):
     logs = []
-    kept, h1 = bpt.train_bp(train_set[:8], SPEC, config(epochs=3), quiet)
-    redone, h2 = bpt.train_bp(train_set[:8], SPEC, config(epochs=3, dgdr_memory_gb=0.0),
-                              logs.append)
-    assert h1["dgdr_in_memory"] and not h2["dgdr_in_memory"]
+    kept = bpt.train_bp(train_set[:8], SPEC, config(epochs=3), quiet)
+    redone = bpt.train_bp(train_set[:8], SPEC, config(epochs=3, dgdr_memory_gb=0.0),
+                          logs.append)
+    assert kept.training["dgdr_in_memory"] and not redone.training["dgdr_in_memory"]
     assert any("recomputed per batch" in line for line in logs)
-    np.testing.assert_allclose(h2["train_loss"], h1["train_loss"], rtol=1e-4)
+    np.testing.assert_allclose(train_losses(redone), train_losses(kept), rtol=1e-4)
     np.testing.assert_allclose(redone.forces(train_set[9]), kept.forces(train_set[9]),
                                rtol=0, atol=1e-4)
 
@@ -136,9 +141,9 @@ def test_recompute_per_batch_matches_in_memory(train_set):
 def test_energy_only_training(test_set):
     """Energies alone carry one number per frame: more frames, a smaller network."""
     train_set = emt_frames(80, seed=2)
-    model, history = bpt.train_bp(train_set, SPEC, config(energy_only=True, hidden=(6,),
-                                                          epochs=60, learning_rate=1e-2), quiet)
-    assert history["best_score"]["force_rmse"] is None
+    model = bpt.train_bp(train_set, SPEC, config(energy_only=True, hidden=(6,), epochs=60,
+                                                 learning_rate=1e-2), quiet)
+    assert model.training["best_score"]["force_rmse"] is None
     report = evaluate_frames(model, test_set)
     assert report["energy"]["rmse_per_atom"] < 0.5 * constant_energy_rmse(train_set, test_set)
 
@@ -171,15 +176,67 @@ class ListStore:
 
 def test_train_from_store_uses_the_train_split_and_cli_flags(train_set):
     parser = argparse.ArgumentParser()
+    add_shared_arguments(parser)
     bpt.add_train_arguments(parser.add_argument_group("B-P"))
     args = parser.parse_args(["--force-weight", "2", "--bp-hidden", "6", "--dgdr-memory-gb",
-                              "0.5"])
-    args.epochs, args.seed = 2, 1            # shared flags of `dcf train`
+                              "0.5", "--epochs", "2", "--seed", "1"])
     store = ListStore(train_set[:10], SPEC, n_test=4)
     model = bpt.train_from_store(store, args, quiet)
     assert model.training["frames"] == 6
     assert model.training["config"]["force_weight"] == 2.0
     assert model.networks["Cu"].weights[0].shape == (SPEC.n_features("Cu")[0], 6)
     assert set(evaluate_store(model, store)["forces"]) <= {"Cu", "Au"}
-    with pytest.raises(ValueError, match="--bp-hidden"):
+    with pytest.raises(TrainingError, match="--hidden"):
         bpt.config_from_args(parser.parse_args(["--bp-hidden", "a,b"]))
+
+
+def test_batches_hold_at_least_batch_size_atoms():
+    rng = np.random.default_rng(4)
+    n_atoms = rng.integers(1, 40, size=50)
+    order = rng.permutation(50)
+    for size in (1, 16, 64, 10_000):
+        batches = bpt.frame_batches(order, n_atoms, size)
+        np.testing.assert_array_equal(np.concatenate(batches), order)     # each frame once
+        for b in batches[:-1]:                      # full, and full only with its last frame
+            assert n_atoms[b].sum() >= size > n_atoms[b[:-1]].sum()
+        assert n_atoms[batches[-1][:-1]].sum() < size
+
+
+def test_interrupted_training_resumes_from_the_checkpoint(train_set, tmp_path):
+    ckpt = tmp_path / "bp.ckpt"
+    frames = train_set[:8]
+    cfg = config(epochs=4, checkpoint=str(ckpt), checkpoint_every=0)
+    reference = bpt.train_bp(frames, SPEC, config(epochs=4), quiet)
+    with pytest.raises(KeyboardInterrupt):
+        bpt.train_bp(frames, SPEC, cfg, quiet, stop_after=lambda fit: fit.epoch == 2)
+    assert ckpt.exists()
+    log = []
+    resumed = bpt.train_bp(frames, SPEC, cfg, log.append)
+    assert any("resuming from checkpoint" in line and "bp after epoch 2" in line for line in log)
+    epochs = [int(line.split()[2].rstrip(":")) for line in log if line.startswith("bp epoch")]
+    assert epochs == [3, 4]                             # no epoch repeated
+    assert train_losses(resumed) == pytest.approx(train_losses(reference), rel=1e-5)
+    np.testing.assert_allclose(resumed.forces(train_set[9]), reference.forces(train_set[9]),
+                               rtol=0, atol=1e-5)
+
+
+def test_checkpoint_of_another_data_set_with_the_same_counts_is_refused(train_set, tmp_path):
+    ckpt = tmp_path / "bp.ckpt"
+    cfg = config(epochs=3, checkpoint=str(ckpt), checkpoint_every=0)
+    with pytest.raises(KeyboardInterrupt):
+        bpt.train_bp(train_set[:6], SPEC, cfg, quiet, stop_after=lambda fit: True)
+    other = train_set[6:12]                   # same frame count, atoms and elements
+    with pytest.raises(TrainingError, match="another feature store.*data_sha256.*--restart"):
+        bpt.train_bp(other, SPEC, cfg, quiet)
+    assert bpt.train_bp(other, SPEC, cfg, quiet, restart=True).training["epochs_run"] == 3
+
+
+def test_no_validation_frames_warns_and_judges_on_the_training_loss(train_set):
+    log = []
+    model = bpt.train_bp(train_set[:4], SPEC, config(epochs=3, validation_fraction=0.0),
+                         log.append)
+    assert any(line.startswith("warning: no validation snapshots") for line in log)
+    assert not any("nan" in line for line in log)
+    fit = model.training["fits"][0]
+    assert all(row[2] is None and row[3] is None for row in fit["history"])
+    assert fit["best_val_loss"] == fit["history"][fit["best_epoch"] - 1][1]

@@ -3,7 +3,8 @@
 The loss is printed after every epoch while training runs. A checkpoint (default OUT.ckpt) is
 written as training goes; if the run is interrupted (Ctrl-C, a killed job), the same command
 resumes from it. --max-minutes returns the best model found within the time budget. The model
-file is written atomically, then the checkpoint is removed.
+file is written atomically, then its learning curve (OUT without its suffix + .lcurve.txt and
+.lcurve.png), then the checkpoint is removed.
 """
 from __future__ import annotations
 
@@ -19,30 +20,14 @@ TRAINERS = {"dcf": ("dcf.training.dcf", "DCF options"), "bp": ("dcf.training.bp"
 
 
 def add_arguments(p) -> None:
+    from dcf.training.core import add_shared_arguments
+
     p.add_argument("features", help="feature store (.h5) from `dcf featurize`")
     p.add_argument("--model", choices=sorted(TRAINERS), default="dcf", help="model kind")
-    p.add_argument("--out", required=True, help="model file to write")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (per stage for DCF)")
-    p.add_argument("--batch-size", type=int, default=None, help="snapshots (or frames) per batch")
-    p.add_argument("--learning-rate", type=float, default=None, help="initial Adam learning rate")
-    p.add_argument("--patience", type=int, default=None,
-                   help="early stopping: epochs without validation improvement")
-    p.add_argument("--validation-fraction", type=float, default=None,
-                   help="fraction of the training frames held out for early stopping (0.1)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (0)")
-    p.add_argument("--hidden", default=None, metavar="N,N",
-                   help="hidden widths of the DCF NN1 networks (default 50,50; B-P: --bp-hidden)")
-    p.add_argument("--activation", default=None, choices=("tanh", "softplus", "silu"),
-                   help="DCF hidden-layer activation (default tanh)")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="wall-clock budget; the best model found within it is written")
-    p.add_argument("--checkpoint", default=None,
-                   help="checkpoint file for resuming (default OUT.ckpt)")
-    p.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
-                   help="write the checkpoint at most this often (default 30 s)")
-    p.add_argument("--restart", action="store_true",
-                   help="ignore an existing checkpoint and start over")
-    p.add_argument("--threads", type=int, default=None, help="TensorFlow threads")
+    p.add_argument("--out", required=True,
+                   help="model file to write; its learning curve goes to OUT's stem + "
+                        ".lcurve.txt and .lcurve.png")
+    add_shared_arguments(p.add_argument_group("training options (defaults: DCF / B-P)"))
     for module_name, title in TRAINERS.values():
         try:
             module = importlib.import_module(module_name)
@@ -53,6 +38,60 @@ def add_arguments(p) -> None:
 
 def _log(message: str) -> None:
     print(message, flush=True)
+
+
+def learning_curve_paths(out: Path) -> tuple[Path, Path]:
+    """(text table, PNG) of model file `out`: model.dcf -> model.lcurve.txt, .lcurve.png."""
+    return out.with_suffix(".lcurve.txt"), out.with_suffix(".lcurve.png")
+
+
+def plot_learning_curve(rows, path: Path) -> Path:
+    """PNG of the learning curve: per fit, training (solid) and validation (dashed) loss and
+    the validation force MAE, against the epoch counted through the whole run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dcf.files import write_atomic
+
+    fig, (ax_loss, ax_mae) = plt.subplots(2, 1, figsize=(6.4, 6.0), dpi=110, sharex=True)
+    offset = 0
+    fits = list(dict.fromkeys((stage, el) for _, stage, el, *_ in rows))
+    for stage, el in fits:
+        mine = [r for r in rows if (r[1], r[2]) == (stage, el)]
+        x = [offset + r[0] for r in mine]
+        line, = ax_loss.plot(x, [r[3] for r in mine], "-", lw=1, label=f"{stage} {el}")
+        val = [(xi, r[4], r[5]) for xi, r in zip(x, mine) if r[4] is not None]
+        if val:
+            ax_loss.plot([v[0] for v in val], [v[1] for v in val], "--", lw=1,
+                         color=line.get_color())
+        mae = [(v[0], v[2]) for v in val if v[2] is not None]
+        if mae:
+            ax_mae.plot(*zip(*mae), "-", lw=1, color=line.get_color())
+        offset += len(mine)
+    ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("loss (normalized; -- validation)")
+    ax_loss.legend(fontsize=7, ncol=2)
+    ax_mae.set_ylabel("validation force MAE (eV/Å)")
+    ax_mae.set_xlabel("epoch (all fits in training order)")
+    fig.tight_layout()
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+    return path
+
+
+def write_learning_curve(model, out: Path) -> tuple[Path, Path]:
+    """The learning curve of a trained model (its training metadata) as a table and a PNG."""
+    from dcf.files import write_atomic
+    from dcf.training.core import format_learning_curve, learning_curve
+
+    rows = learning_curve(model.training)
+    text_path, png_path = learning_curve_paths(out)
+    write_atomic(text_path, lambda tmp: Path(tmp).write_text(format_learning_curve(rows)))
+    plot_learning_curve(rows, png_path)
+    return text_path, png_path
 
 
 def run(args) -> int:
@@ -80,12 +119,13 @@ def run(args) -> int:
             print(f"\ninterrupted; run the same command again to resume from {args.checkpoint}",
                   file=sys.stderr)
         else:
-            print(f"\ninterrupted; no checkpoint was written ({args.model} training starts "
-                  f"over; use --max-minutes to bound it)", file=sys.stderr)
+            print("\ninterrupted before the first checkpoint; the same command starts over",
+                  file=sys.stderr)
         return 130
     model.save(out)
+    curve, png = write_learning_curve(model, out)
     Path(args.checkpoint).unlink(missing_ok=True)
     minutes = (time.perf_counter() - start) / 60
-    print(f"wrote {out} ({model.kind}, elements {', '.join(model.elements)}) "
-          f"after {minutes:.1f} min")
+    print(f"wrote {out} ({model.kind}, elements {', '.join(model.elements)}) and its learning "
+          f"curve {curve}, {png} after {minutes:.1f} min")
     return 0

@@ -10,8 +10,8 @@ averaged over the frames of a batch; beta (`force_weight`) sets the weight of th
 terms against the one energy term. With `energy_only` the force term is dropped (PROPhet).
 
 Forces during training come from the sparse per-neighbor derivatives of the fingerprints
-(dcf.descriptors.fingerprints.Features.dG, pair_row, pair_atom): for each neighbor entry p of central row i
-and neighbor atom j, with c_p = sum_a dE/dx_ia dx_ia/dr_j,
+(dcf.descriptors.fingerprints.Features.dG, pair_row, pair_atom): for each neighbor entry p of
+central row i and neighbor atom j, with c_p = sum_a dE/dx_ia dx_ia/dr_j,
 
     F_j -= c_p,     F_i += c_p      (the center's derivative is minus its row's sum).
 
@@ -20,7 +20,10 @@ the weights through dE/dx). The sparse dG/dr of the whole training set is kept i
 its exact size, counted from the neighbor lists before any dG is computed, fits in
 `dgdr_memory_gb`; otherwise it is recomputed for every batch.
 
-TensorFlow is imported inside the functions that train, so importing this module is cheap.
+The validation split, early stopping, learning-rate schedule, optimizer and checkpoints are
+those of `dcf.training.core`, shared with DCF training: the whole B–P model is one fit
+(stage "bp", element "all"). TensorFlow is imported inside the functions that train, so
+importing this module is cheap.
 """
 from __future__ import annotations
 
@@ -29,86 +32,68 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, Fit, Normalizer,
+                               TrainingError, TrainingOptions, no_validation_warning, pack,
+                               set_threads, shared_options, unpack, validation_split)
+
 ACTIVATIONS = ("tanh", "softplus", "silu")
 DGDR_BYTES_PER_VALUE = 4            # training dG/dr is float32
+CHECKPOINT_KIND = "bp-checkpoint"
 
 
 # ---------------------------------------------------------------------------- configuration
 @dataclass
-class BPTrainConfig:
-    """Training settings. Units: eV, eV/A; times in minutes."""
+class BPTrainConfig(TrainingOptions):
+    """B–P training settings. Units: eV, eV/A; times in minutes. The shared options
+    (batch_size in atoms, filled with whole frames; patience as early stopping): see
+    `TrainingOptions`."""
+    epochs: int = 300
+    batch_size: int = 256
+    learning_rate: float = 3e-3
+    patience: int = 30
     hidden: tuple = (50, 50)
     activation: str = "tanh"
     force_weight: float = 1.0              # beta of eq. 53
     energy_only: bool = False
-    epochs: int = 300
-    max_minutes: float | None = None
-    batch_frames: int = 8                  # frames per batch
-    learning_rate: float = 3e-3
-    min_learning_rate: float = 1e-5
-    patience: int = 10                     # epochs without improvement before halving the rate
-    validation_fraction: float = 0.1       # of the training frames, for the best-epoch choice
-    seed: int = 0
     dgdr_memory_gb: float = 2.0
-    num_threads: int = 1                   # featurizer threads and TensorFlow threads
 
     def __post_init__(self):
+        super().__post_init__()
         self.hidden = tuple(int(h) for h in self.hidden)
         if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden layer widths must be positive integers, got {self.hidden}")
+            raise TrainingError(f"hidden layer widths must be positive integers, got "
+                                f"{self.hidden}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+            raise TrainingError(f"activation must be one of {ACTIVATIONS}, got "
+                                f"{self.activation!r}")
         if self.force_weight < 0:
-            raise ValueError(f"force weight beta must be >= 0, got {self.force_weight}")
-        if self.batch_frames < 1 or self.epochs < 1:
-            raise ValueError("batch_frames and epochs must be at least 1")
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(f"validation fraction must be in [0, 1), got "
-                             f"{self.validation_fraction}")
+            raise TrainingError(f"force weight beta must be >= 0, got {self.force_weight}")
+
+    def architecture(self) -> dict:
+        """What fixes the networks and the loss (a checkpoint must agree on it)."""
+        return {"hidden": list(self.hidden), "activation": self.activation,
+                "force_weight": self.force_weight, "energy_only": self.energy_only}
 
 
 def add_train_arguments(group) -> None:
-    """The B–P-only flags of `dcf train`. Shared flags (--epochs, --max-minutes, --seed,
-    --batch-size (frames), --learning-rate, --patience (epochs before the learning rate
-    halves), --validation-fraction, --threads) are read from `args`; see `config_from_args`."""
-    group.add_argument("--force-weight", type=float, default=BPTrainConfig.force_weight,
-                       metavar="BETA",
+    """The B–P-only flags of `dcf train` (the shared ones: dcf.training.core)."""
+    group.add_argument("--force-weight", type=float, default=None, metavar="BETA",
                        help="B-P: beta of the loss (Dellostritto review eq. 53), the weight of "
                             "the force term against the per-atom energy term (default 1.0)")
     group.add_argument("--energy-only", action="store_true",
                        help="B-P: train on total energies only (PROPhet style)")
-    group.add_argument("--dgdr-memory-gb", type=float, default=BPTrainConfig.dgdr_memory_gb,
-                       metavar="GB",
+    group.add_argument("--dgdr-memory-gb", type=float, default=None, metavar="GB",
                        help="B-P: keep the training set's sparse dG/dr in memory when it needs "
                             "at most this much, otherwise recompute it per batch (default 2)")
-    group.add_argument("--bp-hidden", default="50,50", metavar="N,N",
-                       help="B-P: hidden layer widths of each element's network (default 50,50)")
-    group.add_argument("--bp-activation", default="tanh", choices=ACTIVATIONS,
-                       help="B-P: hidden-layer activation (default tanh)")
 
 
 def config_from_args(args) -> BPTrainConfig:
     """BPTrainConfig from parsed `dcf train` arguments (missing or None flags: defaults)."""
-    def get(name, default):
-        value = getattr(args, name, None)
-        return default if value is None else value
-
-    d = BPTrainConfig()
-    try:
-        hidden = tuple(int(h) for h in str(get("bp_hidden", "50,50")).split(",") if h.strip())
-    except ValueError:
-        raise ValueError(f"--bp-hidden must be comma-separated integers, got "
-                         f"{args.bp_hidden!r}") from None
-    return BPTrainConfig(
-        hidden=hidden, activation=get("bp_activation", d.activation),
-        force_weight=get("force_weight", d.force_weight),
-        energy_only=bool(get("energy_only", False)), epochs=get("epochs", d.epochs),
-        max_minutes=get("max_minutes", None), batch_frames=get("batch_size", d.batch_frames),
-        learning_rate=get("learning_rate", d.learning_rate), patience=get("patience", d.patience),
-        validation_fraction=get("validation_fraction", d.validation_fraction),
-        seed=get("seed", d.seed),
-        dgdr_memory_gb=get("dgdr_memory_gb", d.dgdr_memory_gb),
-        num_threads=get("threads", d.num_threads))
+    opts = shared_options(args, BPTrainConfig)
+    for name in ("force_weight", "dgdr_memory_gb"):
+        if getattr(args, name, None) is not None:
+            opts[name] = getattr(args, name)
+    return BPTrainConfig(**opts, energy_only=bool(getattr(args, "energy_only", False)))
 
 
 def train_from_store(store, args, log=print):
@@ -119,9 +104,9 @@ def train_from_store(store, args, log=print):
     """
     frames = _StoreFrames(store, store.frame_ids("train"))
     if len(frames) == 0:
-        raise ValueError("the feature store has no training frames")
-    model, _ = train_bp(frames, store.spec, config_from_args(args), log)
-    return model
+        raise TrainingError("the feature store has no training frames")
+    return train_bp(frames, store.spec, config_from_args(args), log,
+                    restart=getattr(args, "restart", False))
 
 
 class _StoreFrames:
@@ -185,36 +170,21 @@ def composition_energies(counts: np.ndarray, energies: np.ndarray) -> np.ndarray
     return e
 
 
-class _Normalizer:
-    """mean, std (nG,) per element from the fitting frames' G (std 1 where a feature is
-    constant)."""
-
-    def __init__(self, G_blocks: dict, elements):
-        self.mean, self.std = {}, {}
-        for el in elements:
-            G = G_blocks[el]
-            if len(G) == 0:
-                self.mean[el] = np.zeros(G.shape[1])
-                self.std[el] = np.ones(G.shape[1])
-                continue
-            self.mean[el] = G.mean(axis=0)
-            std = G.std(axis=0)
-            self.std[el] = np.where(std > 1e-8 * (1.0 + np.abs(self.mean[el])), std, 1.0)
-
-
 class _Dataset:
     """Frames featurized for training: G kept for all frames (small); sparse dG/dr kept
-    (`in_memory`) or recomputed per batch."""
+    (`in_memory`) or recomputed per batch. sha256: hash of the frames as read (DataHash)."""
 
     def __init__(self, frames, featurizer, config: BPTrainConfig, log):
         self.frames, self.fz, self.cfg = frames, featurizer, config
         self.elements = featurizer.spec.elements
         self.need_forces = not config.energy_only
         self.G, self.index, self.energy, self.forces, self.n_atoms = [], [], [], [], []
-        total_dgdr = 0
+        total_dgdr, data_hash = 0, DataHash()
         for k in range(len(frames)):
             atoms = frames[k]
             energy, forces = reference_labels(atoms, k, self.need_forces)
+            data_hash.add(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc,
+                          np.array(energy), np.zeros(0) if forces is None else forces)
             env = featurizer.environment(atoms, source=f"training frame {k}")
             f = featurizer.features(env)
             self.G.append(f.G)
@@ -231,14 +201,19 @@ class _Dataset:
                 f"{total_dgdr / 1e9:.3f} GB; "
                 + ("kept in memory" if self.in_memory else
                    f"over --dgdr-memory-gb {config.dgdr_memory_gb:g}: recomputed per batch"))
-        self.norm = None
+        self.mean = self.std = None
+        self.sha256 = data_hash.hexdigest()
         self.offsets = None
         self._cache: dict[int, FrameData] = {}
 
     def fit_statistics(self, fit_ids) -> None:
         """Normalization and per-element reference energies from the fitting frames."""
         blocks = {el: np.concatenate([self.G[k][el] for k in fit_ids]) for el in self.elements}
-        self.norm = _Normalizer(blocks, self.elements)
+        self.mean, self.std = {}, {}
+        for el in self.elements:
+            stats = Normalizer(blocks[el].shape[1])
+            stats.add(blocks[el])
+            self.mean[el], self.std[el] = stats.mean_std()
         counts = np.array([[len(self.index[k][el]) for el in self.elements] for k in fit_ids],
                           dtype=float)
         self.offsets = composition_energies(counts, np.array([self.energy[k] for k in fit_ids]))
@@ -246,8 +221,8 @@ class _Dataset:
     def item(self, k: int) -> FrameData:
         if k in self._cache:
             return self._cache[k]
-        inv = {el: 1.0 / self.norm.std[el] for el in self.elements}
-        x = {el: ((self.G[k][el] - self.norm.mean[el]) * inv[el]).astype(np.float32)
+        inv = {el: 1.0 / self.std[el] for el in self.elements}
+        x = {el: ((self.G[k][el] - self.mean[el]) * inv[el]).astype(np.float32)
              for el in self.elements}
         d = FrameData(self.n_atoms[k], self.energy[k], self.forces[k], x, self.index[k])
         if self.need_forces:
@@ -287,6 +262,21 @@ class _Dataset:
         return b
 
 
+def frame_batches(order, n_atoms, batch_size: int) -> list[np.ndarray]:
+    """Consecutive frames of `order` in batches of at least `batch_size` atoms (the last may
+    hold fewer); n_atoms[k]: atoms of frame k."""
+    batches, current, atoms = [], [], 0
+    for k in order:
+        current.append(k)
+        atoms += n_atoms[k]
+        if atoms >= batch_size:
+            batches.append(np.array(current))
+            current, atoms = [], 0
+    if current:
+        batches.append(np.array(current))
+    return batches
+
+
 # ---------------------------------------------------------------------------- training
 def _build_networks(keras, spec, config: BPTrainConfig) -> dict:
     nets = {}
@@ -299,136 +289,206 @@ def _build_networks(keras, spec, config: BPTrainConfig) -> dict:
     return nets
 
 
-def train_bp(frames, spec, config: BPTrainConfig | None = None, log=print):
-    """Fit a B–P model to `frames` (a sequence of ase.Atoms whose calculators hold reference
-    energies, eV, and forces, eV/A). Returns (BPModel, history dict).
+class BPFit:
+    """The B–P networks of all elements, their Adam optimizer and the compiled loss steps,
+    on a `_Dataset` split into fitting frames `fit_ids` and validation frames `val_ids`."""
 
-    A fraction `validation_fraction` of the frames (at least one, when there are five or more)
-    is held out to choose the best epoch; the learning rate halves after `patience` epochs
-    without improvement. Training stops after `epochs` or `max_minutes`.
+    def __init__(self, spec, data: _Dataset, config: BPTrainConfig, fit_ids, val_ids):
+        import keras
+        self.spec, self.data, self.config = spec, data, config
+        self.fit_ids, self.val_ids = fit_ids, val_ids
+        keras.utils.set_random_seed(config.seed)
+        self.nets = _build_networks(keras, spec, config)
+        self.variables = [v for el in spec.elements for v in self.nets[el].trainable_variables]
+        self.opt = Adam(self.variables, config.learning_rate)
+        self.train_step, self.eval_step = self._compile()
+
+    def _compile(self):
+        import tensorflow as tf
+        nets, elements, variables, opt = self.nets, self.spec.elements, self.variables, self.opt
+        beta2 = tf.constant(self.config.force_weight ** 2, tf.float32)
+        use_forces = not self.config.energy_only
+
+        def losses(b):
+            """Per-frame energy and force terms of eq. 53 (n_frames,) each."""
+            E, F = predict(tf, nets, elements, b, use_forces)
+            N = b["n_atoms"]
+            e_term = 0.5 * tf.square((E - b["energy"]) / N)
+            if not use_forces:
+                return e_term, tf.zeros_like(e_term), E, F
+            sq = tf.reduce_sum(tf.square(F - b["forces"]), axis=1)
+            f_sum = tf.math.unsorted_segment_sum(sq, b["atom_frame"], tf.shape(N)[0])
+            return e_term, 0.5 * beta2 * f_sum / tf.square(N), E, F
+
+        @tf.function(reduce_retracing=True)
+        def train_step(b):
+            with tf.GradientTape() as tape:
+                e_term, f_term, _, _ = losses(b)
+                loss = tf.reduce_mean(e_term + f_term)
+            grads = tape.gradient(loss, variables)     # None: an element without atoms
+            opt.apply([tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)])
+            return loss
+
+        @tf.function(reduce_retracing=True)
+        def eval_step(b):
+            e_term, f_term, E, F = losses(b)
+            return e_term + f_term, E, F
+
+        return train_step, eval_step
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over the fitting frames, shuffled by (seed, epoch); mean loss per frame."""
+        import tensorflow as tf
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(self.fit_ids)
+        total = 0.0
+        for ids in frame_batches(order, self.data.n_atoms, self.config.batch_size):
+            total += float(self.train_step(_tensors(tf, self.data.batch(ids)))) * len(ids)
+        return total / len(order)
+
+    def evaluate(self, ids) -> dict:
+        """Mean eq.-53 loss, energy RMSE (eV/atom), force-component RMSE and force MAE
+        (mean |F - F_ref| per atom) in eV/A (None without forces)."""
+        import tensorflow as tf
+        loss, e_sq, f_sq, f_abs, n_f, n_a = 0.0, 0.0, 0.0, 0.0, 0, 0
+        for batch_ids in frame_batches(ids, self.data.n_atoms, self.config.batch_size):
+            b = self.data.batch(batch_ids)
+            c, E, F = self.eval_step(_tensors(tf, b))
+            loss += float(tf.reduce_sum(c))
+            e_sq += float(np.sum(((E.numpy() - b["energy"]) / b["n_atoms"]) ** 2))
+            n_f += len(b["energy"])
+            if not self.config.energy_only:
+                dF = F.numpy() - b["forces"]
+                f_sq += float(np.sum(dF ** 2))
+                f_abs += float(np.linalg.norm(dF, axis=1).sum())
+                n_a += len(dF)
+        return {"loss": loss / n_f, "energy_rmse": float(np.sqrt(e_sq / n_f)),
+                "force_rmse": float(np.sqrt(f_sq / (3 * n_a))) if n_a else None,
+                "force_mae": f_abs / n_a if n_a else None}
+
+    def weights(self) -> list:
+        return [v.numpy() for v in self.variables]
+
+    def set_weights(self, weights) -> None:
+        for v, w in zip(self.variables, weights):
+            v.assign(w)
+
+    def state(self, best) -> dict:
+        """The arrays a checkpoint holds: current and best weights, optimizer state."""
+        return {**pack("weights", self.weights()), **pack("best", best),
+                **pack("optimizer", [v.numpy() for v in self.opt.variables])}
+
+    def restore(self, arrays: dict) -> list:
+        """Continue from `state()`; returns the best weights so far."""
+        self.set_weights(unpack("weights", arrays))
+        for var, value in zip(self.opt.variables, unpack("optimizer", arrays)):
+            var.assign(value)
+        return unpack("best", arrays)
+
+
+def checkpoint_identity(config: BPTrainConfig, spec, data: _Dataset, n_val: int) -> dict:
+    """What a checkpoint of this run must agree on."""
+    return {"model": CHECKPOINT_KIND, "spec_sha256": spec.fingerprint,
+            "architecture": config.architecture(), "seed": config.seed,
+            "validation_fraction": config.validation_fraction, "n_frames": len(data.n_atoms),
+            "n_validation": n_val, "data_sha256": data.sha256}
+
+
+def train_bp(frames, spec, config: BPTrainConfig | None = None, log=print,
+             restart: bool = False, stop_after=None):
+    """Fit a B–P model to `frames` (a sequence of ase.Atoms whose calculators hold reference
+    energies, eV, and forces, eV/A). Returns the BPModel; its `training` holds the run's
+    record, with the learning curve in training["fits"][0]["history"].
+
+    A fraction `validation_fraction` of the frames (`core.validation_split`) is held out for
+    early stopping and the best epoch; see `TrainingOptions` for the schedule, the budget and
+    the checkpoint. restart: ignore an existing checkpoint. stop_after(fit) -> bool: called
+    after every epoch; True interrupts the run as a KeyboardInterrupt would (tests).
     """
-    import tensorflow as tf
-    from dcf.models.bp import invariant_spec
-    from dcf.training.core import set_threads
     from dcf.descriptors.fingerprints import Featurizer
     from dcf.descriptors.spec import FingerprintSpec
+    from dcf.models.bp import invariant_spec
 
     config = config or BPTrainConfig()
-    set_threads(config.num_threads)
-    import keras
-
-    start = time.perf_counter()
+    set_threads(config.threads)
     spec = FingerprintSpec.resolve(spec)
-    fz = Featurizer(invariant_spec(spec), config.num_threads)     # B-P needs G only
-    data = _Dataset(frames, fz, config, log)
-    n = len(frames)
-    rng = np.random.default_rng(config.seed)
-    order = rng.permutation(n)
-    n_val = int(round(config.validation_fraction * n)) if n >= 5 else 0
-    n_val = max(n_val, 1) if n >= 5 and config.validation_fraction > 0 else n_val
-    val_ids, fit_ids = np.sort(order[:n_val]), np.sort(order[n_val:])
+    data = _Dataset(frames, Featurizer(invariant_spec(spec), config.threads), config, log)
+    fit_ids, val_ids = validation_split(np.arange(len(frames)), config.validation_fraction,
+                                        config.seed)
+    if len(val_ids) == 0:
+        log(no_validation_warning("B-P training"))
     data.fit_statistics(fit_ids)
     absent = [el for el in spec.elements if sum(len(data.index[k][el]) for k in fit_ids) == 0]
     if absent:
         log(f"B-P: no {', '.join(absent)} atoms in the training frames; their networks stay "
             f"untrained")
+    bp = BPFit(spec, data, config, fit_ids, val_ids)
+    checkpoint = Checkpoint(config.checkpoint,
+                            checkpoint_identity(config, spec, data, len(val_ids)),
+                            config.checkpoint_every, restart)
+    fit, best, clock = Fit("bp", "all", lr=config.learning_rate), bp.weights(), \
+        Clock(config.max_minutes)
+    saved = checkpoint.load()
+    if saved is not None:
+        meta, arrays = saved
+        fit, best = Fit(**meta["fit"]), bp.restore(arrays)
+        clock = Clock(config.max_minutes, float(meta["elapsed"]))
+        log(f"resuming from checkpoint {checkpoint.path}: bp after epoch {fit.epoch}")
 
-    keras.utils.set_random_seed(config.seed)
-    nets = _build_networks(keras, spec, config)
-    variables = [v for el in spec.elements for v in nets[el].trainable_variables]
-    opt = keras.optimizers.Adam(learning_rate=config.learning_rate)
-    beta2 = tf.constant(config.force_weight ** 2, tf.float32)
-    use_forces = not config.energy_only
-    elements = spec.elements
+    def save(force=False):
+        checkpoint.save({"fit": asdict(fit), "elapsed": clock.elapsed()}, bp.state(best), force)
 
-    def losses(b):
-        """Per-frame energy and force terms of eq. 53 (n_frames,) each."""
-        E, F = predict(tf, nets, elements, b, use_forces)
-        N = b["n_atoms"]
-        e_term = 0.5 * tf.square((E - b["energy"]) / N)
-        if not use_forces:
-            return e_term, tf.zeros_like(e_term), E, F
-        sq = tf.reduce_sum(tf.square(F - b["forces"]), axis=1)
-        f_sum = tf.math.unsorted_segment_sum(sq, b["atom_frame"], tf.shape(N)[0])
-        return e_term, 0.5 * beta2 * f_sum / tf.square(N), E, F
-
-    @tf.function(reduce_retracing=True)
-    def train_step(b):
-        with tf.GradientTape() as tape:
-            e_term, f_term, _, _ = losses(b)
-            loss = tf.reduce_mean(e_term + f_term)
-        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
-
-    @tf.function(reduce_retracing=True)
-    def eval_step(b):
-        e_term, f_term, E, F = losses(b)
-        return e_term + f_term, E, F
-
-    def evaluate(ids) -> dict:
-        """Mean eq.-53 loss, energy RMSE (eV/atom) and force-component RMSE (eV/A)."""
-        loss, e_sq, f_sq, n_f, n_c = 0.0, 0.0, 0.0, 0, 0
-        for s in range(0, len(ids), config.batch_frames):
-            b = data.batch(ids[s:s + config.batch_frames])
-            c, E, F = eval_step(_tensors(tf, b))
-            loss += float(tf.reduce_sum(c))
-            e_sq += float(np.sum(((E.numpy() - b["energy"]) / b["n_atoms"]) ** 2))
-            n_f += len(b["energy"])
-            if use_forces:
-                f_sq += float(np.sum((F.numpy() - b["forces"]) ** 2))
-                n_c += b["forces"].size
-        return {"loss": loss / n_f, "energy_rmse": float(np.sqrt(e_sq / n_f)),
-                "force_rmse": float(np.sqrt(f_sq / n_c)) if n_c else None}
-
-    select_ids = val_ids if len(val_ids) else fit_ids
-    best = {"loss": np.inf, "epoch": 0, "weights": [v.numpy() for v in variables]}
-    history = {"epoch": [], "train_loss": [], "select_loss": []}
-    stale = 0
-    reason = "epochs"
-    for epoch in range(1, config.epochs + 1):
-        perm = rng.permutation(fit_ids)
-        total = 0.0
-        for s in range(0, len(perm), config.batch_frames):
-            ids = perm[s:s + config.batch_frames]
-            total += float(train_step(_tensors(tf, data.batch(ids)))) * len(ids)
-        score = evaluate(select_ids)
-        history["epoch"].append(epoch)
-        history["train_loss"].append(total / len(perm))
-        history["select_loss"].append(score["loss"])
-        if score["loss"] < best["loss"]:
-            best = {"loss": score["loss"], "epoch": epoch, "score": score,
-                    "weights": [v.numpy() for v in variables]}
-            stale = 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                opt.learning_rate = max(float(opt.learning_rate) * 0.5, config.min_learning_rate)
-                stale = 0
-        if epoch == 1 or epoch % 10 == 0:
-            f_rmse = score["force_rmse"]
-            log(f"B-P epoch {epoch}: train loss {total / len(perm):.4g}, "
-                f"{'validation' if len(val_ids) else 'training'} loss {score['loss']:.4g}, "
-                f"energy RMSE {1000 * score['energy_rmse']:.2f} meV/atom"
-                + (f", force RMSE {f_rmse:.4f} eV/A" if f_rmse is not None else "")
-                + f", lr {float(opt.learning_rate):.2g}")
-        if config.max_minutes is not None and \
-                time.perf_counter() - start > 60 * config.max_minutes:
-            reason = "max_minutes"
-            break
-    for v, w in zip(variables, best["weights"]):
-        v.assign(w)
-
+    best = fit_bp(bp, fit, best, clock, save, log, stop_after)
+    bp.set_weights(best)
     record = {"config": {**asdict(config), "hidden": list(config.hidden)},
-              "frames": int(n), "fit_frames": int(len(fit_ids)),
-              "validation_frames": int(len(val_ids)), "epochs_run": int(epoch),
-              "stopped_by": reason, "best_epoch": int(best["epoch"]),
-              "best_score": best.get("score"), "dgdr_bytes": int(data.dgdr_bytes),
-              "dgdr_in_memory": bool(data.in_memory),
-              "minutes": (time.perf_counter() - start) / 60, "untrained_elements": absent}
-    model = export_model(spec, nets, data, config, record)
-    log(f"B-P: best epoch {best['epoch']} of {epoch} ({reason}), "
+              "frames": len(frames), "fit_frames": int(len(fit_ids)),
+              "validation_frames": int(len(val_ids)), "epochs_run": fit.epoch,
+              "stopped_by": fit.stopped, "best_epoch": fit.best_epoch,
+              "best_score": bp.evaluate(val_ids if len(val_ids) else fit_ids),
+              "dgdr_bytes": int(data.dgdr_bytes), "dgdr_in_memory": bool(data.in_memory),
+              "data_sha256": data.sha256, "minutes": clock.elapsed() / 60,
+              "untrained_elements": absent, "fits": [fit.summary()]}
+    log(f"B-P: best epoch {fit.best_epoch} of {fit.epoch} ({fit.stopped}), "
         f"{record['minutes']:.1f} min")
-    return model, {**history, **record}
+    return export_model(spec, bp.nets, data, config, record)
+
+
+def fit_bp(bp: BPFit, fit: Fit, best: list, clock: Clock, save, log, stop_after=None) -> list:
+    """Train to early stopping, the epoch limit or the time budget (checked after each
+    epoch), continuing `fit`; returns the best weights. save(force=False) writes the
+    checkpoint."""
+    cfg, has_val = bp.config, len(bp.val_ids) > 0
+    bp.opt.learning_rate.assign(fit.lr)
+    deadline = clock.fit_deadline(1)
+    while fit.epoch < cfg.epochs:
+        train_loss = bp.train_epoch(fit.epoch)
+        score = bp.evaluate(bp.val_ids) if has_val else None
+        if fit.end_epoch(train_loss, score and score["loss"], score and score["force_mae"],
+                         cfg):
+            best = bp.weights()
+        bp.opt.learning_rate.assign(fit.lr)
+        log(_epoch_line(fit, train_loss, score))
+        if fit.out_of_patience(cfg):
+            fit.stopped = "early stopping"
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            fit.stopped = "time limit"
+            break
+        save()
+        if stop_after is not None and stop_after(fit):
+            save(force=True)
+            raise KeyboardInterrupt(f"stopped after bp epoch {fit.epoch}")
+    fit.stopped = fit.stopped or "epoch limit"
+    return best
+
+
+def _epoch_line(fit: Fit, train_loss: float, score: dict | None) -> str:
+    if score is None:
+        return (f"bp epoch {fit.epoch}: loss {train_loss:.4g} (no validation) "
+                f"lr {fit.lr:.2g}{' *' if fit.best_epoch == fit.epoch else ''}")
+    forces = "" if score["force_mae"] is None else f" force MAE {score['force_mae']:.4f} eV/A"
+    return (f"bp epoch {fit.epoch}: loss {train_loss:.4g} val {score['loss']:.4g} energy RMSE "
+            f"{1000 * score['energy_rmse']:.2f} meV/atom{forces} lr {fit.lr:.2g}"
+            f"{' *' if fit.best_epoch == fit.epoch else ''}")
 
 
 def export_model(spec, nets: dict, data: _Dataset, config: BPTrainConfig, record: dict):

@@ -1,8 +1,379 @@
-"""What DCF and B–P training share: thread limits (and, as it grows, the rest of the loop).
+"""The training core that DCF and B–P training share.
 
-TensorFlow is imported inside the functions, so importing this module is cheap.
+* `TrainingOptions`: the settings both trainers have, with one meaning each (a trainer's
+  config adds its own fields and defaults); `add_shared_arguments` and `shared_options` map
+  `dcf train`'s flags onto them.
+* `validation_split`: the training frames held out for early stopping.
+* `Normalizer`: mean and std of the inputs.
+* `Fit`: one fit's progress: early stopping, the learning-rate schedule and its learning curve.
+* `Adam`: the optimizer, whose whole state checkpoints save.
+* `Checkpoint` and `DataHash`: atomic save / resume, refused for another run or another store.
+* `set_threads`: TensorFlow's thread pools.
+
+A "fit" is one network trained to early stopping: a (stage, element) of the DCF plan, or the
+one B–P fit of all elements together. TensorFlow is imported inside the functions only.
 """
 from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+#: the columns of a learning curve (`Fit.history` rows, and the lcurve file's header)
+CURVE_COLUMNS = ("epoch", "stage", "element", "train_loss", "val_loss", "val_force_mae", "lr")
+
+
+class TrainingError(ValueError):
+    """Training cannot start or continue (no data for an element, an incompatible checkpoint)."""
+
+
+# ---- settings -------------------------------------------------------------------------------
+@dataclass
+class TrainingOptions:
+    """What every trainer has, in the same meaning (a trainer's config sets its defaults).
+
+    epochs: most epochs of each fit. batch_size: atoms (snapshots) per optimizer step; B–P
+    batches are whole frames, filled until they hold at least batch_size atoms.
+    learning_rate: initial Adam step; it halves after lr_patience epochs without validation
+    improvement (None: max(2, patience // 3)), never below min_learning_rate (None:
+    learning_rate / 1000). patience: a fit stops after this many epochs without validation
+    improvement, and its best weights are kept. validation_fraction: of the training frames,
+    held out for early stopping. max_minutes: wall-clock budget of the run (None: none).
+    checkpoint: file to save progress in (None: no checkpoint), at most every
+    checkpoint_every seconds. threads: CPU threads of TensorFlow (and of B–P's featurizer);
+    None: their defaults.
+    """
+    epochs: int = 200
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    min_learning_rate: float | None = None
+    patience: int = 15
+    lr_patience: int | None = None
+    validation_fraction: float = 0.1
+    seed: int = 0
+    max_minutes: float | None = None
+    checkpoint: str | None = None
+    checkpoint_every: float = 30.0
+    threads: int | None = None
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise TrainingError("epochs, batch size and patience must be >= 1")
+        if self.learning_rate <= 0:
+            raise TrainingError(f"the learning rate must be > 0, got {self.learning_rate}")
+        if self.lr_patience is not None and self.lr_patience < 1:
+            raise TrainingError(f"the learning-rate patience must be >= 1, got "
+                                f"{self.lr_patience}")
+        if not 0 <= self.validation_fraction < 1:
+            raise TrainingError(f"the validation fraction must be in [0, 1), got "
+                                f"{self.validation_fraction}")
+
+    @property
+    def lr_wait(self) -> int:
+        """Epochs without improvement before the learning rate halves."""
+        return self.lr_patience or max(2, self.patience // 3)
+
+    @property
+    def lr_floor(self) -> float:
+        """The smallest learning rate the schedule reaches."""
+        return self.min_learning_rate or self.learning_rate * 1e-3
+
+
+def parse_widths(text: str, flag: str = "--hidden") -> tuple:
+    """Hidden-layer widths from "50,50"; TrainingError naming `flag` otherwise."""
+    try:
+        widths = tuple(int(w) for w in str(text).split(",") if w.strip())
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise TrainingError(f"{flag}: widths must be positive integers separated by commas, "
+                            f"got {text!r}")
+    return widths
+
+
+def add_shared_arguments(p) -> None:
+    """The flags of `dcf train` that DCF and B–P share (defaults: DCF / B–P)."""
+    p.add_argument("--epochs", type=int, default=None,
+                   help="most epochs of each fit: each DCF stage and element, or the one B-P "
+                        "fit (200 / 300)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="ATOMS",
+                   help="atoms (snapshots) per optimizer step; B-P steps take whole frames "
+                        "until they hold at least this many atoms (64 / 256)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="initial Adam learning rate (2e-3 / 3e-3)")
+    p.add_argument("--min-learning-rate", type=float, default=None,
+                   help="floor of the learning-rate schedule (default learning rate / 1000)")
+    p.add_argument("--patience", type=int, default=None, metavar="EPOCHS",
+                   help="early stopping: a fit stops after this many epochs without "
+                        "improvement of the validation loss and keeps its best weights "
+                        "(15 / 30)")
+    p.add_argument("--lr-patience", type=int, default=None, metavar="EPOCHS",
+                   help="the learning rate halves after this many epochs without validation "
+                        "improvement (default max(2, patience // 3))")
+    p.add_argument("--validation-fraction", type=float, default=None,
+                   help="fraction of the training frames held out for early stopping (0.1)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed of weights, validation frames and batch order (0)")
+    p.add_argument("--hidden", "--bp-hidden", dest="hidden", default=None, metavar="N,N",
+                   help="hidden widths of each element's network: DCF NN1, or the B-P "
+                        "atomic-energy network (50,50)")
+    p.add_argument("--activation", "--bp-activation", dest="activation", default=None,
+                   choices=("tanh", "softplus", "silu"),
+                   help="hidden-layer activation of every network (tanh)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-clock budget of the run; the best model found within it is "
+                        "written")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint file for resuming (default OUT.ckpt)")
+    p.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
+                   help="write the checkpoint at most this often (default 30 s)")
+    p.add_argument("--restart", action="store_true",
+                   help="ignore an existing checkpoint and start over")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of TensorFlow (and of the B-P featurizer); default: "
+                        "theirs")
+
+
+def shared_options(args, config_class) -> dict:
+    """The `TrainingOptions` fields (and hidden, activation) of `config_class` given on the
+    command line (`args` from `add_shared_arguments`), the class defaults elsewhere."""
+    names = [f.name for f in fields(TrainingOptions)] + ["hidden", "activation"]
+    out = {}
+    for name in names:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        out[name] = parse_widths(value) if name == "hidden" else value
+    return {k: v for k, v in out.items() if k in {f.name for f in fields(config_class)}}
+
+
+# ---- data -----------------------------------------------------------------------------------
+def validation_split(frame_ids, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit ids, validation ids) of training frames `frame_ids`, both sorted: a random
+    `fraction` held out, at least one frame when fraction > 0 and there are two or more."""
+    ids = np.asarray(frame_ids, dtype=np.int64)
+    n_val = 0
+    if fraction > 0 and len(ids) > 1:
+        n_val = min(max(int(round(fraction * len(ids))), 1), len(ids) - 1)
+    val = np.sort(np.random.default_rng([seed, 7]).choice(ids, n_val, replace=False)) \
+        if n_val else np.zeros(0, np.int64)
+    return np.setdiff1d(ids, val), val
+
+
+def no_validation_warning(what: str) -> str:
+    return (f"warning: no validation snapshots for {what}: early stopping and the best "
+            f"weights are judged on the training loss (use --validation-fraction > 0 with "
+            f"more than one training frame)")
+
+
+class Normalizer:
+    """Running mean and std (nG,) of input rows; std 1 where a feature is (nearly) constant."""
+
+    def __init__(self, n_features: int):
+        self.n = 0
+        self.s1, self.s2 = np.zeros(n_features), np.zeros(n_features)
+
+    def add(self, G: np.ndarray) -> None:
+        G = np.asarray(G, float)
+        self.n += len(G)
+        self.s1 += G.sum(0)
+        self.s2 += (G * G).sum(0)
+
+    def mean_std(self, rtol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+        if self.n == 0:
+            return np.zeros_like(self.s1), np.ones_like(self.s1)
+        mean = self.s1 / self.n
+        std = np.sqrt(np.maximum(self.s2 / self.n - mean * mean, 0.0))
+        return mean, np.where(std > rtol * np.maximum(np.abs(mean), 1.0), std, 1.0)
+
+
+class DataHash:
+    """sha256 of the training data as a trainer reads it, naming the store in a checkpoint:
+    two stores with the same counts but other frames or features hash differently."""
+
+    def __init__(self):
+        self._h = hashlib.sha256()
+
+    def add(self, *arrays) -> None:
+        for a in arrays:
+            a = np.ascontiguousarray(a)
+            self._h.update(str((a.dtype.str, a.shape)).encode())
+            self._h.update(a.tobytes())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+# ---- one fit: early stopping, the learning-rate schedule, the learning curve ----------------
+@dataclass
+class Fit:
+    """Progress of one fit, as saved in a checkpoint. history rows: CURVE_COLUMNS[0] and
+    [3:] (epoch, train loss, validation loss, validation force MAE eV/A, learning rate)."""
+    stage: str
+    element: str
+    epoch: int = 0                       # epochs completed
+    best: float = float("inf")           # best validation loss
+    best_epoch: int = 0
+    wait: int = 0                        # epochs since the last improvement
+    lr: float = 0.0
+    history: list = field(default_factory=list)
+    stopped: str = ""
+
+    def end_epoch(self, train_loss, val_loss, val_mae, options: TrainingOptions) -> bool:
+        """Record an epoch (val_loss, val_mae None: no validation data, the training loss
+        decides); the schedule halves `lr` after options.lr_wait epochs without improvement.
+        Returns whether the loss improved (keep these weights)."""
+        self.epoch += 1
+        score = train_loss if val_loss is None else val_loss
+        improved = score < self.best * (1 - 1e-4)
+        if improved:
+            self.best, self.best_epoch, self.wait = float(score), self.epoch, 0
+        else:
+            self.wait += 1
+            if self.wait % options.lr_wait == 0:
+                self.lr = max(self.lr * 0.5, options.lr_floor)
+        self.history.append([self.epoch, float(train_loss), _finite_or_none(val_loss),
+                             _finite_or_none(val_mae), self.lr])
+        return improved
+
+    def out_of_patience(self, options: TrainingOptions) -> bool:
+        return self.wait >= options.patience
+
+    def summary(self) -> dict:
+        """The fit as the model's training metadata keeps it."""
+        return {"stage": self.stage, "element": self.element, "epochs": self.epoch,
+                "best_epoch": self.best_epoch, "best_val_loss": self.best,
+                "stopped": self.stopped, "history": self.history}
+
+
+def _finite_or_none(x):
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def learning_curve(training: dict) -> list[tuple]:
+    """Rows (CURVE_COLUMNS) of every fit in a model's training metadata, in training order."""
+    return [(int(h[0]), f["stage"], f["element"], *h[1:])
+            for f in training.get("fits", []) for h in f["history"]]
+
+
+def format_learning_curve(rows) -> str:
+    """A whitespace table with a '#' header (as DeePMD's lcurve.out); losses in normalized
+    units, MAE in eV/A (F_int for DCF NN1), 'nan' where a fit had no validation MAE."""
+    lines = ["# " + " ".join(f"{c:>14}" if i > 2 else f"{c:>7}" for i, c in
+                             enumerate(CURVE_COLUMNS))[2:]]
+    for epoch, stage, element, *values in rows:
+        nums = " ".join(f"{float('nan') if v is None else v:14.6e}" for v in values)
+        lines.append(f"{epoch:>7} {stage:>7} {element:>7} {nums}")
+    return "\n".join(lines) + "\n"
+
+
+# ---- the optimizer --------------------------------------------------------------------------
+class Adam:
+    """Adam (Kingma & Ba 2015) on a list of variables, as small TensorFlow ops.
+
+    Used instead of keras.optimizers.Adam because its graph traces several times faster (one
+    trace per fit) and its whole state is `variables`, which checkpoints save.
+    """
+
+    def __init__(self, variables, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        import tensorflow as tf
+        self.params = list(variables)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.learning_rate = tf.Variable(float(learning_rate), dtype=tf.float32, trainable=False)
+        self.iterations = tf.Variable(0.0, dtype=tf.float32, trainable=False)
+        self.m = [tf.Variable(tf.zeros(p.shape, tf.float32), trainable=False) for p in self.params]
+        self.v = [tf.Variable(tf.zeros(p.shape, tf.float32), trainable=False) for p in self.params]
+
+    @property
+    def variables(self) -> list:
+        return [self.iterations, self.learning_rate, *self.m, *self.v]
+
+    def apply(self, grads) -> None:
+        import tensorflow as tf
+        t = self.iterations.assign_add(1.0)
+        lr = self.learning_rate * tf.sqrt(1.0 - self.beta_2 ** t) / (1.0 - self.beta_1 ** t)
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m.assign(self.beta_1 * m + (1.0 - self.beta_1) * g)
+            v.assign(self.beta_2 * v + (1.0 - self.beta_2) * tf.square(g))
+            p.assign_sub(lr * m / (tf.sqrt(v) + self.epsilon))
+
+
+# ---- checkpoints ----------------------------------------------------------------------------
+def pack(prefix: str, arrays) -> dict:
+    """{prefix/0: a0, prefix/1: a1, ...} of a list of arrays (None: nothing)."""
+    return {f"{prefix}/{i}": a for i, a in enumerate(arrays or [])}
+
+
+def unpack(prefix: str, arrays: dict) -> list:
+    """The list `pack(prefix, ...)` stored (empty if none)."""
+    out = []
+    while f"{prefix}/{len(out)}" in arrays:
+        out.append(arrays[f"{prefix}/{len(out)}"])
+    return out
+
+
+class Checkpoint:
+    """A training run's progress in one file (the model-file format: JSON + arrays, no
+    pickle), written atomically at most every `every` seconds.
+
+    `identity` names the run: model kind, spec, architecture, seed, the training data's hash
+    (DataHash) and counts. A checkpoint whose identity differs is refused, naming the keys.
+    """
+
+    def __init__(self, path, identity: dict, every: float = 30.0, restart: bool = False):
+        self.path = Path(path) if path else None
+        self.identity = json.loads(json.dumps(identity))    # as the file will hold it
+        self.every, self.restart = every, restart
+        self._last = -np.inf
+
+    def save(self, meta: dict, arrays: dict, force: bool = False) -> None:
+        if self.path is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.every:
+            return
+        from dcf.models.modelfile import write_model_file
+        write_model_file(self.path, {**self.identity, **meta}, arrays)
+        self._last = now
+
+    def load(self) -> tuple[dict, dict] | None:
+        """(meta, arrays) of a checkpoint of this run, or None (no file, --restart)."""
+        if self.path is None or self.restart or not self.path.exists():
+            return None
+        from dcf.models.modelfile import ModelFileError, read_model_file
+        try:
+            meta, arrays = read_model_file(self.path)
+        except ModelFileError as err:
+            raise TrainingError(f"checkpoint {self.path} is unreadable ({err}); delete it or "
+                                f"pass --restart") from None
+        mismatch = [k for k, want in self.identity.items() if meta.get(k) != want]
+        if mismatch:
+            what = ("another feature store or data set" if mismatch == ["data_sha256"]
+                    else "another run")
+            raise TrainingError(f"checkpoint {self.path} belongs to {what} (differs in "
+                                f"{', '.join(mismatch)}); delete it or pass --restart")
+        return meta, arrays
+
+
+class Clock:
+    """Wall-clock time of a run, counting the time before a resume; deadline of a fit."""
+
+    def __init__(self, max_minutes: float | None, elapsed_before: float = 0.0):
+        self.t0, self.max_minutes, self.before = time.monotonic(), max_minutes, elapsed_before
+
+    def elapsed(self) -> float:
+        return self.before + time.monotonic() - self.t0
+
+    def fit_deadline(self, fits_left: int) -> float | None:
+        """time.monotonic() deadline giving each of `fits_left` fits an equal share."""
+        if self.max_minutes is None:
+            return None
+        left = max(60 * self.max_minutes - self.elapsed(), 0.0)
+        return time.monotonic() + left / max(fits_left, 1)
 
 
 def set_threads(threads: int | None) -> None:
