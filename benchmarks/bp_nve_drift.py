@@ -74,10 +74,12 @@ def main():
     test, _ = emt_md_frames(60, seed=7)
     t_data = time.perf_counter() - t0
 
-    cfg = BPTrainConfig(hidden=(30, 30), epochs=args.epochs, batch_frames=4,
-                        learning_rate=3e-3, force_weight=1.0, seed=0,
-                        max_minutes=args.max_minutes)
-    model, history = train_bp(train, SPEC, cfg, log=print)
+    # 4 frames of 32 atoms per step; the rate halves after 10 stale epochs, no early stop
+    cfg = BPTrainConfig(hidden=(30, 30), epochs=args.epochs, batch_size=128,
+                        learning_rate=3e-3, patience=args.epochs, lr_patience=10,
+                        force_weight=1.0, seed=0, max_minutes=args.max_minutes)
+    model = train_bp(train, SPEC, cfg, log=print)
+    history = model.training
     report = evaluate_frames(model, test)
     F_ref = np.concatenate([a.get_forces() for a in test])
 

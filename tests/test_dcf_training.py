@@ -137,3 +137,42 @@ def test_stages_one_at_a_time(data):
                                   m1.networks["Cu"].nn1.nets[0].weights[0])
     m3 = train(data, tiny(stages=("nn3",)), lambda m: None, init=m2)
     assert m3.stages == STAGES and m3.forces(data.frame(0)).shape == (32, 3)
+
+
+def test_checkpoint_of_another_store_with_the_same_counts_is_refused(data, tmp_path):
+    """Same spec, architecture, seed and snapshot counts; other positions and forces."""
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(data, tiny(checkpoint=str(ckpt)), lambda m: None, stop_after=lambda fit: True)
+    other = MemoryFeatures(emt_frames(24, seed=4), cuau_spec(), test_fraction=0.25, seed=0)
+    assert {el: other.n_snapshots(el, "train") for el in other.elements} == \
+        {el: data.n_snapshots(el, "train") for el in data.elements}
+    with pytest.raises(TrainingError, match="another feature store.*data_sha256.*--restart"):
+        train(other, tiny(checkpoint=str(ckpt)), lambda m: None)
+    log = []
+    train(other, tiny(checkpoint=str(ckpt), stages=("nn1",)), log.append, restart=True)
+    assert not any("resuming" in line for line in log)
+
+
+def test_no_validation_snapshots_warns_and_judges_on_the_training_loss(data):
+    log = []
+    model = train(data, tiny(validation_fraction=0.0, stages=("nn1",)), log.append)
+    warnings = [line for line in log if line.startswith("warning: no validation snapshots")]
+    assert len(warnings) == 2 and "element Cu" in warnings[0]          # one per element
+    assert not any("nan" in line.lower() for line in log)
+    for fit in model.training["fits"]:
+        assert all(row[2] is None and row[3] is None for row in fit["history"])
+        assert fit["best_val_loss"] == fit["history"][fit["best_epoch"] - 1][1]
+
+
+def test_learning_curve_lists_every_epoch_of_every_fit(data):
+    from dcf.training.core import CURVE_COLUMNS, format_learning_curve, learning_curve
+    log = []
+    model = train(data, tiny(epochs=2), log.append)
+    rows = learning_curve(model.training)
+    logged = [line.split(":")[0] for line in log if " epoch " in line and "/2:" in line]
+    assert [f"{s} {el} epoch {e}/2" for e, s, el, *_ in rows] == logged
+    table = np.genfromtxt(format_learning_curve(rows).splitlines(), dtype=None, names=True,
+                          encoding=None, deletechars="")
+    assert table.dtype.names == CURVE_COLUMNS and len(table) == len(rows) == 12
+    np.testing.assert_allclose(table["val_force_mae"], [r[5] for r in rows], rtol=1e-6)

@@ -43,6 +43,14 @@ def test_train_and_evaluate(store, tmp_path):
               "--threads", "1")
     assert "nn3 Au epoch 2/2" in res.stdout and f"wrote {model}" in res.stdout
     assert model.exists() and not (tmp_path / "m.dcf.ckpt").exists()
+    curve = (tmp_path / "m.lcurve.txt").read_text().splitlines()
+    assert curve[0].split() == ["#", "epoch", "stage", "element", "train_loss", "val_loss",
+                                "val_force_mae", "lr"]
+    epochs = [line.split(":")[0].split() for line in res.stdout.splitlines()
+              if " epoch " in line and "/2:" in line]
+    assert [line.split()[:3] for line in curve[1:]] == [[e.split("/")[0], s, el]
+                                                         for s, el, _, e in epochs]
+    assert (tmp_path / "m.lcurve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report, plots = tmp_path / "r.json", tmp_path / "plots"
     res = dcf("evaluate", model, store, "--report", report, "--plots", plots, "--rotations", "1",
               "--covariance-frames", "1")
@@ -70,19 +78,41 @@ def test_killed_training_resumes(store, tmp_path):
     args = [sys.executable, "-m", "dcf", "train", str(store), "--out", str(model),
             "--epochs", "500", "--patience", "500", "--hidden", "8", "--head-hidden", "8",
             "--checkpoint-every", "0", "--threads", "1"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env=ENV)
-    try:
-        for line in proc.stdout:                     # wait until a few epochs are saved
-            if line.startswith("nn1 Cu epoch 5/"):
-                break
-        time.sleep(0.5)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_after(args, "nn1 Cu epoch 5/")
     assert ckpt.exists() and not model.exists()
     res = dcf(*args[3:], "--max-minutes", "0.1", check=False)   # the same run, now time-limited
     assert "resuming from checkpoint" in res.stdout, res.stdout + res.stderr
     first = next(line for line in res.stdout.splitlines() if line.startswith("nn1 Cu epoch"))
     assert int(first.split("epoch ")[1].split("/")[0]) >= 6
     assert res.returncode == 0 and model.exists() and not ckpt.exists()
+
+
+def kill_after(args, first_line: str):
+    """Start `args`, SIGKILL it once a line starting with `first_line` is printed."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=ENV)
+    try:
+        for line in proc.stdout:                     # wait until a few epochs are saved
+            if line.startswith(first_line):
+                break
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+
+
+def test_killed_bp_training_resumes(store, tmp_path):
+    model, ckpt = tmp_path / "bp.dcf", tmp_path / "bp.dcf.ckpt"
+    args = [sys.executable, "-m", "dcf", "train", str(store), "--model", "bp", "--out",
+            str(model), "--epochs", "500", "--patience", "500", "--hidden", "6",
+            "--checkpoint-every", "0", "--threads", "1"]
+    kill_after(args, "bp epoch 3:")
+    assert ckpt.exists() and not model.exists()
+    res = dcf(*args[3:], "--max-minutes", "0.1", check=False)
+    assert "resuming from checkpoint" in res.stdout, res.stdout + res.stderr
+    first = next(line for line in res.stdout.splitlines() if line.startswith("bp epoch"))
+    assert int(first.split()[2].rstrip(":")) >= 4
+    assert res.returncode == 0 and model.exists() and not ckpt.exists()
+    curve = (tmp_path / "bp.lcurve.txt").read_text().splitlines()[1:]
+    assert [int(line.split()[0]) for line in curve] == list(range(1, len(curve) + 1))
+    assert {tuple(line.split()[1:3]) for line in curve} == {("bp", "all")}

@@ -134,8 +134,9 @@ def add_shared_arguments(p) -> None:
     p.add_argument("--restart", action="store_true",
                    help="ignore an existing checkpoint and start over")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads of TensorFlow (and of the B-P featurizer); default: "
-                        "theirs")
+                   help="CPU threads of TensorFlow and of the B-P featurizer (default: "
+                        "TensorFlow's choice; DCF_NUM_THREADS or OMP_NUM_THREADS, else 1, "
+                        "for the featurizer)")
 
 
 def shared_options(args, config_class) -> dict:
