@@ -1,6 +1,7 @@
 """Training (the only part of dcf that imports TensorFlow, and only inside functions).
 
-* `core`: what both trainers share.
+* `core`: the training core both trainers share (options and flags, validation split,
+  normalizer, early stopping and schedule, Adam, checkpoints, learning curves).
 * `dcf`: DCF training, the paper's staggered NN1 -> NN2 -> NN3 plan and the covariant head.
 * `bp`: Behler–Parrinello training on energies and forces.
 

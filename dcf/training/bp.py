@@ -437,19 +437,24 @@ def train_bp(frames, spec, config: BPTrainConfig | None = None, log=print,
     def save(force=False):
         checkpoint.save({"fit": asdict(fit), "elapsed": clock.elapsed()}, bp.state(best), force)
 
-    best = fit_bp(bp, fit, best, clock, save, log, stop_after)
-    bp.set_weights(best)
-    record = {"config": {**asdict(config), "hidden": list(config.hidden)},
-              "frames": len(frames), "fit_frames": int(len(fit_ids)),
-              "validation_frames": int(len(val_ids)), "epochs_run": fit.epoch,
-              "stopped_by": fit.stopped, "best_epoch": fit.best_epoch,
-              "best_score": bp.evaluate(val_ids if len(val_ids) else fit_ids),
-              "dgdr_bytes": int(data.dgdr_bytes), "dgdr_in_memory": bool(data.in_memory),
-              "data_sha256": data.sha256, "minutes": clock.elapsed() / 60,
-              "untrained_elements": absent, "fits": [fit.summary()]}
+    bp.set_weights(fit_bp(bp, fit, best, clock, save, log, stop_after))
+    record = training_record(bp, fit, clock.elapsed() / 60, absent)
     log(f"B-P: best epoch {fit.best_epoch} of {fit.epoch} ({fit.stopped}), "
         f"{record['minutes']:.1f} min")
     return export_model(spec, bp.nets, data, config, record)
+
+
+def training_record(bp: BPFit, fit: Fit, minutes: float, untrained) -> dict:
+    """The run as the model's metadata keeps it (model.training), with the best weights set."""
+    data, config = bp.data, bp.config
+    return {"config": {**asdict(config), "hidden": list(config.hidden)},
+            "frames": len(data.n_atoms), "fit_frames": int(len(bp.fit_ids)),
+            "validation_frames": int(len(bp.val_ids)), "epochs_run": fit.epoch,
+            "stopped_by": fit.stopped, "best_epoch": fit.best_epoch,
+            "best_score": bp.evaluate(bp.val_ids if len(bp.val_ids) else bp.fit_ids),
+            "dgdr_bytes": int(data.dgdr_bytes), "dgdr_in_memory": bool(data.in_memory),
+            "data_sha256": data.sha256, "minutes": minutes, "untrained_elements": untrained,
+            "fits": [fit.summary()]}
 
 
 def fit_bp(bp: BPFit, fit: Fit, best: list, clock: Clock, save, log, stop_after=None) -> list:
@@ -502,9 +507,9 @@ def export_model(spec, nets: dict, data: _Dataset, config: BPTrainConfig, record
     for el in data.elements:
         dense = [layer for layer in nets[el].layers if isinstance(layer, keras.layers.Dense)]
         networks[el] = MLP.from_keras(dense, config.activation)
-    return BPModel(spec, networks, data.norm.mean, data.norm.std,
+    return BPModel(spec, networks, data.mean, data.std,
                    dict(zip(data.elements, map(float, data.offsets))), record,
-                   num_threads=config.num_threads)
+                   num_threads=config.threads)
 
 
 def predict(tf, nets: dict, elements, b: dict, use_forces: bool = True):

@@ -725,14 +725,7 @@ def train(store, config: DCFTrainingConfig, log=print, init: DCFModel | None = N
     progress = Progress(weights, {el: [] for el in elements})
     checkpoint = Checkpoint(config.checkpoint, checkpoint_identity(config, data),
                             config.checkpoint_every, restart)
-    clock = Clock(config.max_minutes)
-    saved = checkpoint.load()
-    if saved is not None:
-        progress = Progress.from_checkpoint(*saved, elements)
-        clock = Clock(config.max_minutes, float(saved[0]["elapsed"]))
-        fit = progress.current
-        log(f"resuming from checkpoint {checkpoint.path}: "
-            + (f"{fit.stage} {fit.element} after epoch {fit.epoch}" if fit else "between stages"))
+    progress, clock = resume(checkpoint, progress, config.max_minutes, log)
     log(f"DCF training, {config.head} head, stages {', '.join(config.stages)}; "
         + ", ".join(f"{el}: {data.n_train[el]} train / {_n_rows(data.validation[el])} "
                     f"validation snapshots" for el in elements))
@@ -747,12 +740,28 @@ def train(store, config: DCFTrainingConfig, log=print, init: DCFModel | None = N
         save(force=True)
     prior = tuple(init.stages) if init is not None else ()
     stages = [s for s in STAGES if s in prior or all(s in progress.done[el] for el in elements)]
-    record = {"config": {**asdict(config), "rotations": data.rotations},
-              "n_train": data.n_train,
-              "n_validation": {el: _n_rows(v) for el, v in data.validation.items()},
-              "validation_frames": len(data.val_frames), "data_sha256": data.data_sha256,
-              "fits": progress.fits, "seconds": round(clock.elapsed(), 1)}
-    return export_model(data.spec, config, data.norms, progress.weights, stages, record)
+    return export_model(data.spec, config, data.norms, progress.weights, stages,
+                        training_record(config, data, progress, clock.elapsed()))
+
+
+def resume(checkpoint: Checkpoint, progress: Progress, max_minutes, log):
+    """(progress, clock) of the run: from the checkpoint if there is one of this run."""
+    saved = checkpoint.load()
+    if saved is None:
+        return progress, Clock(max_minutes)
+    progress = Progress.from_checkpoint(*saved, list(progress.weights))
+    fit = progress.current
+    log(f"resuming from checkpoint {checkpoint.path}: "
+        + (f"{fit.stage} {fit.element} after epoch {fit.epoch}" if fit else "between stages"))
+    return progress, Clock(max_minutes, float(saved[0]["elapsed"]))
+
+
+def training_record(config, data: TrainingSet, progress: Progress, seconds: float) -> dict:
+    """The run as the model's metadata keeps it (model.training)."""
+    return {"config": {**asdict(config), "rotations": data.rotations}, "n_train": data.n_train,
+            "n_validation": {el: _n_rows(v) for el, v in data.validation.items()},
+            "validation_frames": len(data.val_frames), "data_sha256": data.data_sha256,
+            "fits": progress.fits, "seconds": round(seconds, 1)}
 
 
 def _n_rows(validation) -> int:
