@@ -409,6 +409,7 @@ def train_bp(frames, spec, config: BPTrainConfig | None = None, log=print,
     from dcf.models.bp import invariant_spec
 
     config = config or BPTrainConfig()
+    clock = Clock(config.max_minutes)
     set_threads(config.threads)
     spec = FingerprintSpec.resolve(spec)
     data = _Dataset(frames, Featurizer(invariant_spec(spec), config.threads), config, log)
@@ -425,13 +426,12 @@ def train_bp(frames, spec, config: BPTrainConfig | None = None, log=print,
     checkpoint = Checkpoint(config.checkpoint,
                             checkpoint_identity(config, spec, data, len(val_ids)),
                             config.checkpoint_every, restart)
-    fit, best, clock = Fit("bp", "all", lr=config.learning_rate), bp.weights(), \
-        Clock(config.max_minutes)
+    fit, best = Fit("bp", "all", lr=config.learning_rate), bp.weights()
     saved = checkpoint.load()
     if saved is not None:
         meta, arrays = saved
         fit, best = Fit(**meta["fit"]), bp.restore(arrays)
-        clock = Clock(config.max_minutes, float(meta["elapsed"]))
+        clock.before = float(meta["elapsed"])
         log(f"resuming from checkpoint {checkpoint.path}: bp after epoch {fit.epoch}")
 
     def save(force=False):

@@ -203,7 +203,7 @@ class DataHash:
         for a in arrays:
             a = np.ascontiguousarray(a)
             self._h.update(str((a.dtype.str, a.shape)).encode())
-            self._h.update(a.tobytes())
+            self._h.update(a.view(np.uint8) if a.ndim else a.tobytes())     # no copy
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()
@@ -361,10 +361,11 @@ class Checkpoint:
 
 
 class Clock:
-    """Wall-clock time of a run, counting the time before a resume; deadline of a fit."""
+    """Wall-clock time of a run from its start (data preparation included), plus the time
+    spent before a resume (`before`, from the checkpoint); deadline of a fit."""
 
-    def __init__(self, max_minutes: float | None, elapsed_before: float = 0.0):
-        self.t0, self.max_minutes, self.before = time.monotonic(), max_minutes, elapsed_before
+    def __init__(self, max_minutes: float | None):
+        self.t0, self.max_minutes, self.before = time.monotonic(), max_minutes, 0.0
 
     def elapsed(self) -> float:
         return self.before + time.monotonic() - self.t0

@@ -712,6 +712,7 @@ def train(store, config: DCFTrainingConfig, log=print, init: DCFModel | None = N
     called after every epoch; True interrupts the run as a KeyboardInterrupt would (tests).
     """
     import keras
+    clock = Clock(config.max_minutes)
     if init is not None:
         init.check_spec(store.spec, "the feature store")
         config = config_of_model(init, config)
@@ -725,7 +726,7 @@ def train(store, config: DCFTrainingConfig, log=print, init: DCFModel | None = N
     progress = Progress(weights, {el: [] for el in elements})
     checkpoint = Checkpoint(config.checkpoint, checkpoint_identity(config, data),
                             config.checkpoint_every, restart)
-    progress, clock = resume(checkpoint, progress, config.max_minutes, log)
+    progress = resume(checkpoint, progress, clock, log)
     log(f"DCF training, {config.head} head, stages {', '.join(config.stages)}; "
         + ", ".join(f"{el}: {data.n_train[el]} train / {_n_rows(data.validation[el])} "
                     f"validation snapshots" for el in elements))
@@ -744,16 +745,18 @@ def train(store, config: DCFTrainingConfig, log=print, init: DCFModel | None = N
                         training_record(config, data, progress, clock.elapsed()))
 
 
-def resume(checkpoint: Checkpoint, progress: Progress, max_minutes, log):
-    """(progress, clock) of the run: from the checkpoint if there is one of this run."""
+def resume(checkpoint: Checkpoint, progress: Progress, clock: Clock, log) -> Progress:
+    """The run's progress: from the checkpoint if there is one of this run (its time then
+    counts on `clock`), else `progress`."""
     saved = checkpoint.load()
     if saved is None:
-        return progress, Clock(max_minutes)
+        return progress
     progress = Progress.from_checkpoint(*saved, list(progress.weights))
     fit = progress.current
     log(f"resuming from checkpoint {checkpoint.path}: "
         + (f"{fit.stage} {fit.element} after epoch {fit.epoch}" if fit else "between stages"))
-    return progress, Clock(max_minutes, float(saved[0]["elapsed"]))
+    clock.before = float(saved[0]["elapsed"])
+    return progress
 
 
 def training_record(config, data: TrainingSet, progress: Progress, seconds: float) -> dict:
