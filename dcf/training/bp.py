@@ -405,8 +405,7 @@ def train_bp(frames, spec, config: BPTrainConfig | None = None, log=print,
     after every epoch; True interrupts the run as a KeyboardInterrupt would (tests).
     """
     from dcf.descriptors.fingerprints import Featurizer
-    from dcf.descriptors.spec import FingerprintSpec
-    from dcf.models.bp import invariant_spec
+    from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 
     config = config or BPTrainConfig()
     clock = Clock(config.max_minutes)
