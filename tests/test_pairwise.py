@@ -156,7 +156,7 @@ def test_training_learns_emt_forces_on_held_out_frames():
     set_threads(1)
     frames = emt_frames(14, seed=11)
     train, test = frames[:12], frames[12:]
-    config = PairwiseTrainingConfig(pair_cutoff=4.5, epochs=60, batch_frames=2, seed=0)
+    config = PairwiseTrainingConfig(pair_cutoff=4.5, epochs=60, batch_size=64, seed=0)
     model = train_pairwise(train, cuau_spec(), config, log=lambda *a: None)
     ref = np.concatenate([a.get_forces() for a in test])
     pred = np.concatenate([model.forces(a) for a in test])
@@ -166,4 +166,68 @@ def test_training_learns_emt_forces_on_held_out_frames():
     zero = relative_errors(np.zeros_like(ref), ref, species, model.elements)
     for el in model.elements:           # far better than predicting no force at all
         assert errors[el][1] < 0.5 * zero[el][1], (el, errors[el], zero[el])
-    assert model.training["epochs"] >= 1 and model.training["history"]
+    assert model.training["epochs_run"] >= 1 and model.training["fits"][0]["history"]
+
+
+def test_cli_trains_resumes_and_evaluates(tmp_path, capsys):
+    """dcf train --head pairwise through the CLI: interrupted, resumed from its checkpoint to
+    the same weights as an uninterrupted run, refused for another store, then evaluated."""
+    pytest.importorskip("tensorflow")
+    from ase.io import write
+
+    from dcf.cli import main
+    from dcf.training.core import set_threads
+    from dcf.training.pairwise import PairwiseTrainingConfig, train_pairwise
+    from dcf.data.store import FeatureStore
+
+    set_threads(1)
+    data = tmp_path / "emt.extxyz"
+    write(data, emt_frames(6, seed=21))
+    spec = tmp_path / "spec.json"
+    cuau_spec().save(spec)
+    store = tmp_path / "f.h5"
+    assert main(["featurize", str(data), "--spec", str(spec), "--out", str(store),
+                 "--quiet"]) == 0
+    args = ["train", str(store), "--model", "dcf", "--head", "pairwise", "--epochs", "4",
+            "--pair-cutoff", "4.0", "--pair-basis", "4", "--pair-rank", "2", "--hidden", "8",
+            "--batch-size", "64", "--checkpoint-every", "0"]
+    assert main(args + ["--out", str(tmp_path / "full.dcf")]) == 0
+    full = load_model(tmp_path / "full.dcf")
+    assert full.kind == "dcf-pairwise" and full.training["epochs_run"] == 4
+    assert (tmp_path / "full.lcurve.txt").read_text().count("\n") == 5      # header + 4
+
+    # interrupted after epoch 2, then the same command resumes
+    with FeatureStore(store) as s:
+        frames = [s.frame(int(k)) for k in s.frame_ids("train")]
+        store_spec = s.spec
+    config = PairwiseTrainingConfig(epochs=4, pair_cutoff=4.0, n_basis=4, rank=2, hidden=(8,),
+                                    batch_size=64, checkpoint=str(tmp_path / "cut.dcf.ckpt"),
+                                    checkpoint_every=0)
+    with pytest.raises(KeyboardInterrupt):
+        train_pairwise(frames, store_spec, config, log=lambda *a: None,
+                       sources=None, stop_after=lambda fit: fit.epoch == 2)
+    assert main(args + ["--out", str(tmp_path / "cut.dcf")]) == 0
+    assert "resuming from checkpoint" in capsys.readouterr().out
+    resumed = load_model(tmp_path / "cut.dcf")
+    atoms = frames[0]
+    np.testing.assert_allclose(resumed.forces(atoms), full.forces(atoms), rtol=1e-6, atol=1e-9)
+    assert not (tmp_path / "cut.dcf.ckpt").exists()
+
+    # a checkpoint of another store is refused
+    other = tmp_path / "other.h5"
+    write(tmp_path / "other.extxyz", emt_frames(6, seed=22))
+    assert main(["featurize", str(tmp_path / "other.extxyz"), "--spec", str(spec), "--out",
+                 str(other), "--quiet"]) == 0
+    with pytest.raises(KeyboardInterrupt):
+        train_pairwise(frames, store_spec, config, log=lambda *a: None,
+                       stop_after=lambda fit: fit.epoch == 1)
+    with FeatureStore(other) as s:
+        other_frames = [s.frame(int(k)) for k in s.frame_ids("train")]
+    from dcf.training.core import TrainingError
+    with pytest.raises(TrainingError, match="another feature store or data set"):
+        train_pairwise(other_frames, store_spec, config, log=lambda *a: None)
+
+    assert main(["evaluate", str(tmp_path / "cut.dcf"), str(store), "--rotations", "1",
+                 "--covariance-frames", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "DCF pairwise" in out and "covariance error" in out

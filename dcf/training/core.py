@@ -119,8 +119,8 @@ def add_shared_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=None,
                    help="random seed of weights, validation frames and batch order (0)")
     p.add_argument("--hidden", "--bp-hidden", dest="hidden", default=None, metavar="N,N",
-                   help="hidden widths of each element's network: DCF NN1, or the B-P "
-                        "atomic-energy network (50,50)")
+                   help="hidden widths of each element's network: DCF NN1, the pairwise "
+                        "embedding, or the B-P atomic-energy network (50,50; pairwise 32,32)")
     p.add_argument("--activation", "--bp-activation", dest="activation", default=None,
                    choices=("tanh", "softplus", "silu"),
                    help="hidden-layer activation of every network (tanh)")

@@ -32,6 +32,7 @@ import numpy as np
 from dcf.models.dcf import (COEFFICIENT_INPUTS, HEADS, LAYOUTS, STAGES, DCFModel, ElementNetworks,
                             NetworkStack)
 from dcf.rotations import random_rotations
+from dcf.training import pairwise
 from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, Fit, Normalizer,
                                TrainingError, TrainingOptions, no_validation_warning, pack,
                                parse_widths, set_threads, shared_options, unpack, validation_split)
@@ -88,9 +89,10 @@ class DCFTrainingConfig(TrainingOptions):
 
 def add_train_arguments(group) -> None:
     """DCF-only options of `dcf train` (the shared ones: dcf.training.core)."""
-    group.add_argument("--head", choices=HEADS, default=None,
-                       help="force head: the paper's NN2, or the exactly covariant "
-                            "F = sum_k c_k A_k (default)")
+    group.add_argument("--head", choices=(*HEADS, "pairwise"), default=None,
+                       help="force head: the paper's NN2, the exactly covariant "
+                            "F = sum_k c_k A_k (default), or the pairwise "
+                            "F_i = sum_j c_ij r_ij (beyond the paper, trained on whole frames)")
     group.add_argument("--stage", choices=(*STAGES, "all"), default="all",
                        help="train one stage (needs --init with the earlier ones) or all")
     group.add_argument("--layout", choices=LAYOUTS, default=None,
@@ -107,6 +109,7 @@ def add_train_arguments(group) -> None:
                        help="do not subtract each structure's mean force at inference")
     group.add_argument("--init", default=None,
                        help="start from this DCF model file (weights and normalization)")
+    pairwise.add_pair_arguments(group)
 
 
 def _names(text: str) -> tuple:
@@ -130,6 +133,8 @@ def config_from_args(args) -> DCFTrainingConfig:
 
 def train_from_store(store, args, log=print) -> DCFModel:
     """`dcf train --model dcf`: train on a feature store from parsed CLI arguments."""
+    if getattr(args, "head", None) == "pairwise":
+        return pairwise.train_from_store(store, args, log)
     config = config_from_args(args)
     init = None
     if getattr(args, "init", None):
