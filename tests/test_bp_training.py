@@ -240,3 +240,11 @@ def test_no_validation_frames_warns_and_judges_on_the_training_loss(train_set):
     fit = model.training["fits"][0]
     assert all(row[2] is None and row[3] is None for row in fit["history"])
     assert fit["best_val_loss"] == fit["history"][fit["best_epoch"] - 1][1]
+
+
+def test_dgdr_memory_limit_defaults_to_half_the_available_memory():
+    assert bpt.dgdr_memory_limit(1.5) == 1.5e9
+    auto = bpt.dgdr_memory_limit(None)
+    with open("/proc/meminfo") as fh:
+        avail = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable"))
+    assert 0.3 * avail < auto < 0.7 * avail

@@ -55,7 +55,7 @@ class BPTrainConfig(TrainingOptions):
     activation: str = "tanh"
     force_weight: float = 1.0              # beta of eq. 53
     energy_only: bool = False
-    dgdr_memory_gb: float = 2.0
+    dgdr_memory_gb: float | None = None   # None: half the memory available at the start
 
     def __post_init__(self):
         super().__post_init__()
@@ -84,7 +84,23 @@ def add_train_arguments(group) -> None:
                        help="B-P: train on total energies only (PROPhet style)")
     group.add_argument("--dgdr-memory-gb", type=float, default=None, metavar="GB",
                        help="B-P: keep the training set's sparse dG/dr in memory when it needs "
-                            "at most this much, otherwise recompute it per batch (default 2)")
+                            "at most this much, otherwise recompute it per batch (default: half "
+                            "the memory available when training starts)")
+
+
+def dgdr_memory_limit(gb: float | None) -> float:
+    """Bytes of dG/dr to keep in memory: `gb` GB, or (None) half of the memory available now
+    (MemAvailable of /proc/meminfo; 2 GB where that cannot be read)."""
+    if gb is not None:
+        return gb * 1e9
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return 0.5 * int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2e9
 
 
 def config_from_args(args) -> BPTrainConfig:
@@ -195,12 +211,13 @@ class _Dataset:
             if self.need_forces:
                 total_dgdr += dgdr_bytes(featurizer, env)
         self.dgdr_bytes = total_dgdr
-        self.in_memory = total_dgdr <= config.dgdr_memory_gb * 1e9
+        limit = dgdr_memory_limit(config.dgdr_memory_gb)
+        self.in_memory = total_dgdr <= limit
         if self.need_forces:
             log(f"B-P: sparse dG/dr of {len(frames)} training frames needs "
                 f"{total_dgdr / 1e9:.3f} GB; "
                 + ("kept in memory" if self.in_memory else
-                   f"over --dgdr-memory-gb {config.dgdr_memory_gb:g}: recomputed per batch"))
+                   f"over the {limit / 1e9:.3g} GB of --dgdr-memory-gb: recomputed per batch"))
         self.mean = self.std = None
         self.sha256 = data_hash.hexdigest()
         self.offsets = None
