@@ -204,12 +204,15 @@ def _axes_span(models, data, args) -> dict:
 
 
 def run(args) -> int:
+    from dcf.cli._paths import refuse_overwriting_inputs
     from dcf.files import write_atomic
     from dcf.analysis.evaluation import (covariance_error, format_axes_span, format_force_table,
                                          format_reaction_table)
 
-    models = _load_models(args.model)
     data = Path(args.data)
+    refuse_overwriting_inputs([*(("MODEL", m) for m in args.model), ("DATA", data),
+                               ("--reactions", args.reactions)], [("--report", args.report)])
+    models = _load_models(args.model)
     if not data.exists():
         _fail(f"{data} does not exist")
     evaluate = _evaluate_store if data.suffix in STORE_SUFFIXES else _evaluate_file

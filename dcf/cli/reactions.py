@@ -6,9 +6,9 @@ import json
 import time
 from pathlib import Path
 
-from dcf.files import write_atomic
-
 from dcf.cli._frames import add_format_arguments, read_input
+from dcf.cli._paths import refuse_overwriting_inputs
+from dcf.files import write_atomic
 
 HELP = "find chemical reactions in a trajectory and the reacting atomic snapshots"
 
@@ -43,6 +43,8 @@ def run(args) -> int:
     from dcf.data.formats import guess_format, read_here
 
     path = Path(args.trajectory)
+    refuse_overwriting_inputs([("trajectory", path)],
+                              [("--out", args.out), ("--snapshots", args.snapshots)])
     if not path.exists():
         raise SystemExit(f"dcf reactions: {path} does not exist")
     try:

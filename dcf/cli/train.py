@@ -95,12 +95,15 @@ def write_learning_curve(model, out: Path) -> tuple[Path, Path]:
 
 
 def run(args) -> int:
+    from dcf.cli._paths import refuse_overwriting_inputs
     from dcf.data.store import FeatureStore, StoreError
 
     out = Path(args.out)
     if args.checkpoint is None:
         args.checkpoint = str(out.with_name(out.name + ".ckpt"))
     path = Path(args.features)
+    refuse_overwriting_inputs([("features", path)],
+                              [("--out", out), ("--checkpoint", args.checkpoint)])
     if not path.is_file():
         raise SystemExit(f"dcf train: feature store {path} does not exist")
     module_name, _ = TRAINERS[args.model]

@@ -17,9 +17,10 @@ import numpy as np
 
 from dcf.data import formats
 from dcf.descriptors.spec import FingerprintSpec
+from dcf.errors import DCFError
 
 
-class FrameError(ValueError):
+class FrameError(DCFError, ValueError):
     """A source file or frame that cannot be used: unreadable, without forces, bad cell, ..."""
 
 

@@ -19,8 +19,10 @@ import time
 import numpy as np
 from ase.calculators.socketio import IPIProtocol, SocketClosed, actualunixsocketname
 
+from dcf.errors import DCFError
 
-class ServerError(RuntimeError):
+
+class ServerError(DCFError, RuntimeError):
     """The i-PI server could not be reached, or went away without sending EXIT."""
 
 

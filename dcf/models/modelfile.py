@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dcf.errors import DCFError
 from dcf.files import write_atomic
 
 FORMAT = "dcf-model"
@@ -35,7 +36,7 @@ _METADATA = "__metadata__"
 MODEL_KINDS: dict[str, type] = {}
 
 
-class ModelFileError(ValueError):
+class ModelFileError(DCFError, ValueError):
     """A model file that is missing, unreadable, of another format or of a newer version."""
 
 
