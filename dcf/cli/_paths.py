@@ -32,8 +32,9 @@ def refuse_overwriting_inputs(inputs, outputs) -> None:
     for k, (out_label, out) in enumerate(outs):
         for in_label, path in ins:
             if _same(out, path):
-                raise DCFError(f"{out_label} {out} is the same file as {in_label} {path}; writing it "
-                               f"would destroy the input: choose another {out_label}")
+                raise DCFError(f"{out_label} {out} is the same file as {in_label} {path}; "
+                               f"writing it would destroy the input: choose another "
+                               f"{out_label}")
         for other_label, other in outs[k + 1:]:
             if _same(out, other):
                 raise DCFError(f"{out_label} {out} and {other_label} {other} are the same "
