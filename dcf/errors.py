@@ -30,9 +30,9 @@ def describe(err: BaseException) -> str:
         text = str(err)
     elif isinstance(err, MemoryError):
         text = f"out of memory{f' ({err})' if str(err) else ''}"
-    elif isinstance(err, OSError) and err.strerror:
+    elif isinstance(err, OSError):
         names = [n for n in (err.filename, err.filename2) if n is not None]
-        text = ": ".join([*map(str, names), err.strerror])
+        text = ": ".join([*map(str, names), err.strerror or str(err)])
     else:
         text = (f"internal error {type(err).__name__}: {err} (rerun with --debug for the "
                 f"traceback and report it)")

@@ -48,10 +48,15 @@ def snapshot(folder: Path) -> dict:
             if p.is_file()}
 
 
+#: what TensorFlow's C++ logging prints to stderr on import, beside dcf's own message
+TENSORFLOW_LOG = ("WARNING: All log messages before absl", "I0000 ", "W0000 ", "To enable the")
+
+
 def assert_refused(res, *words, code=None):
     assert res.returncode != 0 if code is None else res.returncode == code, res.stderr
     assert "Traceback" not in res.stderr, res.stderr
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    lines = [line for line in res.stderr.splitlines() if line.strip()
+             and not line.startswith(TENSORFLOW_LOG)]
     assert len(lines) == 1, res.stderr
     for w in words:
         assert w in lines[0], lines[0]
@@ -205,3 +210,76 @@ def test_the_handler_prints_one_line_and_debug_shows_the_traceback(files, tmp_pa
     res = dcf("spec", "--elements", "Xx", "--out", tmp_path / "s.json")
     assert_refused(res, "dcf spec: ", "Xx", code=2)
     assert not (tmp_path / "s.json").exists()
+
+
+@pytest.fixture(scope="module")
+def store(files, tmp_path_factory):
+    """A feature store of the 3 frames with the model's spec and no test frames."""
+    from dcf.cli import main
+
+    folder = tmp_path_factory.mktemp("store")
+    li_p_o_spec().save(folder / "spec.json")
+    assert main(["featurize", str(files / "frames.extxyz"), "--spec", str(folder / "spec.json"),
+                 "--test-fraction", "0", "--out", str(folder / "s.h5"), "--quiet"]) == 0
+    return folder / "s.h5"
+
+
+def test_evaluate_on_an_empty_split_fails(files, store, cli):
+    before = store.read_bytes()
+    res = cli("evaluate", files / "bp.dcf", store, "--split", "test")
+    assert_refused(res, f"{store}: the test split holds no frames", "--split")
+    assert store.read_bytes() == before
+    res = cli("evaluate", files / "bp.dcf", files / "frames.extxyz", "--index", "5:")
+    assert_refused(res, "--index 5: selects no frames")
+
+
+def test_a_zero_feature_std_in_a_model_file_is_refused(files, tmp_path, cli, rng=None):
+    from dcf.models import ModelFileError, load_model
+    from dcf.models.modelfile import read_model_file, write_model_file
+    from test_dcf_model import random_model
+
+    path = tmp_path / "dcf.dcf"
+    random_model(li_p_o_spec(), "covariant", np.random.default_rng(1)).save(path)
+    meta, arrays = read_model_file(path)
+    arrays["O/norm/G_std"] = arrays["O/norm/G_std"].copy()
+    arrays["O/norm/G_std"][1] = 0.0
+    write_model_file(path, meta, arrays)           # a consistent checksum: only the value is bad
+    before = path.read_bytes()
+    with pytest.raises(ModelFileError, match=f"{path}: O/norm/G_std holds a value <= 0"):
+        load_model(path)
+    res = cli("md", path, files / "init.extxyz", "--steps", 1, "--traj", tmp_path / "md.traj")
+    assert_refused(res, f"{path}: O/norm/G_std holds a value <= 0", "retrain")
+    assert path.read_bytes() == before and not (tmp_path / "md.traj").exists()
+
+
+def test_truncated_frames_and_bad_weights_are_named(files, tmp_path, cli):
+    text = (files / "frames.extxyz").read_text().splitlines(keepends=True)
+    cut = tmp_path / "cut.extxyz"
+    cut.write_text("".join(text[:2 * 26 + 10]))       # two frames and part of the third
+    res = cli("featurize", cut, "--out", tmp_path / "s.h5", "--quiet")
+    assert_refused(res, f"cannot read frame 2 of {cut}", "truncated")
+    chosen = tmp_path / "chosen.txt"
+    chosen.write_text("0 1 nan\n")
+    res = cli("featurize", files / "frames.extxyz", "--chosen", chosen, "--out",
+              tmp_path / "s.h5", "--quiet")
+    assert_refused(res, f"{chosen} line 1: the weight nan must be a finite number > 0")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chosen.txt", "cut.extxyz"]
+
+
+def test_train_on_a_store_with_a_damaged_chunk_fails_cleanly(store, tmp_path, cli):
+    import h5py
+
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(store.read_bytes())
+    with h5py.File(damaged, "r") as h5:
+        names = []
+        h5.visit(lambda n: names.append(n) if n.endswith("/G") else None)
+        chunk = h5[names[0]].id.get_chunk_info(0)
+    raw = bytearray(damaged.read_bytes())
+    raw[chunk.byte_offset:chunk.byte_offset + chunk.size] = b"\xff" * chunk.size
+    damaged.write_bytes(bytes(raw))
+    before = damaged.read_bytes()
+    res = cli("train", damaged, "--out", tmp_path / "m.dcf", "--epochs", 1)
+    assert_refused(res, f"dcf train: {damaged}: ", "damaged: run dcf featurize again")
+    assert damaged.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.h5"]

@@ -117,6 +117,8 @@ def _evaluate_file(models, paths, data, args):
     from dcf.analysis.evaluation import evaluate_frames, reaction_table
 
     frames = read_input("evaluate", data, args.index, args)
+    if not frames:
+        _fail(f"{data}: --index {args.index} selects no frames")
     rx = None
     if args.reactions:
         rx = _reaction_set(args.reactions, models, paths, len(frames),
@@ -144,6 +146,9 @@ def _evaluate_store(models, paths, data, args):
     split = None if args.split == "all" else args.split
     try:
         with FeatureStore(data) as store:
+            if len(store.frame_ids(split)) == 0:
+                _fail(f"{data}: the {args.split} split holds no frames; evaluate another "
+                      f"--split, or featurize with a --test-fraction that leaves test frames")
             rx = None
             if args.reactions:
                 rx = _reaction_set(args.reactions, models, paths, store.n_frames,

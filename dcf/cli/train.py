@@ -117,6 +117,9 @@ def run(args) -> int:
             model = trainer.train_from_store(store, args, _log)
     except (StoreError, ValueError, KeyError) as err:
         raise SystemExit(f"dcf train: {path}: {err}") from None
+    except OSError as err:            # h5py: a damaged chunk, a truncated file
+        raise SystemExit(f"dcf train: {path}: the feature store cannot be read ({err}); it is "
+                         f"damaged: run dcf featurize again") from None
     except KeyboardInterrupt:
         if Path(args.checkpoint).exists():
             print(f"\ninterrupted; run the same command again to resume from {args.checkpoint}",

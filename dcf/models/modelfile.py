@@ -53,7 +53,10 @@ def load_model(path):
     kind = meta.get("model")
     if kind not in MODEL_KINDS:
         raise ModelFileError(f"{path}: unknown model kind {kind!r} (known: {sorted(MODEL_KINDS)})")
-    model = MODEL_KINDS[kind].from_file(meta, arrays)
+    try:
+        model = MODEL_KINDS[kind].from_file(meta, arrays)
+    except ModelFileError as err:
+        raise ModelFileError(f"{path}: {err}") from None
     model.source = {"path": str(Path(path).resolve()),
                     "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
     return model
