@@ -110,6 +110,7 @@ def test_a_fault_while_rank0_writes_the_store_ends_both(trajectory, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runner.py"]
 
 
+@pytest.mark.slow
 @needs_mpiexec
 def test_interrupt_on_one_rank_ends_both_and_keeps_the_blocks(trajectory, tmp_path):
     out = tmp_path / "features.h5"
@@ -132,3 +133,46 @@ def test_interrupt_on_one_rank_ends_both_and_keeps_the_blocks(trajectory, tmp_pa
                           str(out), *ARGS, "--fresh"], capture_output=True, text=True, timeout=90)
     assert res.returncode == 0, res.stderr
     assert out.is_file() and not checkpoint_dir(out).exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_featurize_keeps_the_blocks_and_says_how_to_resume(tmp_path):
+    """A real SIGINT to a serial `dcf featurize`: exit 130, one message, no traceback."""
+    import signal
+    import time
+
+    from dcf.data.structures import system_b
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in range(10):
+        atoms = system_b()
+        atoms.rattle(0.05, seed=k)
+        atoms.calc = SinglePointCalculator(atoms, forces=rng.normal(size=(len(atoms), 3)))
+        frames.append(atoms)
+    write(tmp_path / "b.extxyz", frames)
+    out = tmp_path / "b.h5"
+    folder = checkpoint_dir(out)
+    proc = subprocess.Popen([sys.executable, "-m", "dcf", "featurize", str(tmp_path / "b.extxyz"),
+                             "--out", str(out), *ARGS], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(folder.glob("block-*.npz")):
+            assert proc.poll() is None, "finished before it could be interrupted"
+            assert time.monotonic() < deadline, "no checkpoint blocks appeared"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip() == (f"dcf featurize: interrupted; the finished blocks are kept in "
+                              f"{folder}: run the same command again to resume")
+    done = len(list(folder.glob("block-*.npz")))
+    assert 1 <= done < 10 and not out.exists()
+    res = subprocess.run([sys.executable, "-m", "dcf", "featurize", str(tmp_path / "b.extxyz"),
+                          "--out", str(out), *ARGS], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and f"{done} of 10 blocks resumed" in res.stdout
