@@ -16,6 +16,7 @@ from ase.io import write
 
 from dcf.data.pipeline import checkpoint_dir
 from dcf.data.structures import random_packing
+from test_errors import files  # noqa: F401 - the fixture
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 ARGS = ["--spec", "mailoa2019-S4", "--block", "1", "--quiet"]
@@ -176,3 +177,28 @@ def test_ctrl_c_in_featurize_keeps_the_blocks_and_says_how_to_resume(tmp_path):
     res = subprocess.run([sys.executable, "-m", "dcf", "featurize", str(tmp_path / "b.extxyz"),
                           "--out", str(out), *ARGS], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and f"{done} of 10 blocks resumed" in res.stdout
+
+
+@needs_mpiexec
+def test_md_errors_under_mpiexec_are_printed_once(files, tmp_path):
+    """`mpiexec -n 2 dcf md`: a refused output, a refused start and a runaway stop end both
+    ranks with one message from rank 0 and no MPI abort."""
+    from ase.io import read
+
+    def md(structure, *options):
+        return subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "-m", "dcf", "md",
+                               str(files / "bp.dcf"), str(files / structure), "--interval", "5",
+                               "--seed", "1", *map(str, options)], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "DCF_NUM_THREADS": "1"})
+
+    traj = tmp_path / "md.traj"
+    cases = [(md("init.extxyz", "--steps", 5, "--traj", files / "init.extxyz"),
+              "is the same file as structure"),
+             (md("close.extxyz", "--steps", 5, "--traj", traj), "are 0.300 A apart"),
+             (md("init.extxyz", "--steps", 30, "--traj", traj, "--max-temperature", 270),
+              "above --max-temperature 270 K; stopped")]
+    for res, words in cases:
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.count("dcf md") == 1 and words in res.stderr, res.stderr
+        assert "Abort" not in res.stderr and "Traceback" not in res.stderr
+    assert [f.info["step"] for f in read(traj, ":")] == [0]

@@ -57,6 +57,10 @@ def main(argv=None) -> int:
     debug = args.debug or os.environ.get("DCF_DEBUG", "") not in ("", "0")
     try:
         return args.run(args)
+    except SystemExit as stop:        # a command's own check, the same on every MPI rank
+        if isinstance(stop.code, str) and _rank() != 0:
+            raise SystemExit(1) from None
+        raise
     except KeyboardInterrupt:
         if debug:
             raise
@@ -66,6 +70,12 @@ def main(argv=None) -> int:
         if debug:
             raise
         return _fail(args.command, err)
+
+
+def _rank() -> int:
+    from dcf.parallel import running_rank
+
+    return running_rank()[0]
 
 
 def _fail(command: str, err: Exception) -> int:

@@ -115,7 +115,9 @@ def run(args) -> int:
     try:
         with FeatureStore(path) as store:
             model = trainer.train_from_store(store, args, _log)
-    except (StoreError, ValueError, KeyError) as err:
+    except StoreError as err:         # names the store itself
+        raise SystemExit(f"dcf train: {err}") from None
+    except (ValueError, KeyError) as err:
         raise SystemExit(f"dcf train: {path}: {err}") from None
     except OSError as err:            # h5py: a damaged chunk, a truncated file
         raise SystemExit(f"dcf train: {path}: the feature store cannot be read ({err}); it is "
