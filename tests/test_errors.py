@@ -283,3 +283,28 @@ def test_train_on_a_store_with_a_damaged_chunk_fails_cleanly(store, tmp_path, cl
     assert_refused(res, f"dcf train: {damaged}: ", "damaged: run dcf featurize again")
     assert damaged.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.h5"]
+
+
+def test_md_warns_once_when_the_temperature_leaves_the_band(files, tmp_path, cli):
+    """A restart from a 1500 K frame under a 300 K thermostat: one warning, the run goes on."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io.trajectory import Trajectory
+
+    from dcf.dynamics.md import out_of_band, thermal_velocities
+
+    assert out_of_band(701, 300, "langevin") and not out_of_band(699, 300, "langevin")
+    assert not out_of_band(1e4, 300, "nve")
+    hot = read(files / "init.extxyz")
+    thermal_velocities(hot, 1500.0, seed=0)
+    hot.info["step"] = 0
+    hot.calc = SinglePointCalculator(hot, forces=np.zeros((len(hot), 3)))
+    with Trajectory(str(tmp_path / "md.traj"), "w") as traj:
+        traj.write(hot)
+    (tmp_path / "md.log").write_text("# step ...\n")
+    res = md(cli, files, tmp_path, "init.extxyz", "--steps", 10, "--restart",
+             "--temperature", 300)
+    assert res.returncode == 0, res.stderr
+    warnings = [x for x in res.stderr.splitlines() if x.startswith("warning:")]
+    assert len(warnings) == 1 and "far from the thermostat's 300 K" in warnings[0]
+    assert "--max-temperature 3500 K" in warnings[0]
+    assert [f.info["step"] for f in read(tmp_path / "md.traj", ":")] == [0, 5, 10]

@@ -90,7 +90,8 @@ def run(args) -> int:
 
     from dcf.cli._paths import refuse_overwriting_inputs
     from dcf.dynamics.md import (Runaway, Watch, check_settings, element_temperatures,
-                                 energy_drift, make_dynamics, thermostat_seed, watch_dynamics)
+                                 energy_drift, make_dynamics, out_of_band, thermostat_seed,
+                                 watch_dynamics)
     from dcf.models import ModelFileError, load_model
     from dcf.parallel import world
 
@@ -149,6 +150,7 @@ def run(args) -> int:
                   + ("  E_pot_eV  E_tot_eV" if has_energy else "") + "  ms_per_step\n")
 
     stop = {"asked": False}
+    warned = {"hot": False}
 
     def ask_stop(signum, frame):
         stop["asked"] = True
@@ -166,6 +168,11 @@ def run(args) -> int:
         atoms.get_forces()          # cached after a step; computed for the first frame
         temps = element_temperatures(atoms)
         T = atoms.get_temperature()
+        if root and not warned["hot"] and out_of_band(T, args.temperature, args.thermostat):
+            warned["hot"] = True
+            print(f"\nwarning: step {step}: T = {T:.0f} K, far from the thermostat's "
+                  f"{args.temperature:g} K; the run stops above --max-temperature "
+                  f"{watch.max_temperature:g} K", file=sys.stderr)
         row = f"{step:>7d} {step * args.timestep:>10.2f} {T:>8.1f} " + " ".join(
             f"{temps[el]:>8.1f}" for el in elements)
         if has_energy:

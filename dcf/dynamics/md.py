@@ -8,7 +8,8 @@ energy drift measures the integration and model quality.
 `check_start` refuses a structure MD cannot start from (non-finite positions or momenta, atoms
 closer than a floor, a degenerate periodic cell); `Watch` checks each step for what goes wrong
 quietly (non-finite or exploding forces, atoms closer than the floor, a runaway temperature),
-and `watch_dynamics` stops a run at the first bad step with `Runaway`.
+and `watch_dynamics` stops a run at the first bad step with `Runaway`; `out_of_band` tells a
+temperature far above the thermostat's target, for a warning.
 
 Units: temperature K, time step and times fs (ASE's internal time unit is converted here),
 energies eV, forces eV/A, distances A.
@@ -110,6 +111,13 @@ class Watch:
             return (f"atoms {i} and {j} are {d:.3f} A apart, closer than --min-distance "
                     f"{self.min_distance:g} A")
         return None
+
+
+def out_of_band(temperature: float, target: float, thermostat: str) -> bool:
+    """Whether a kinetic temperature (K) is far above a thermostat's target (K): more than
+    twice it plus 100 K, many standard deviations for any system of a few atoms or more.
+    Never under NVE, which has no target."""
+    return thermostat != "nve" and temperature > 2.0 * target + 100.0
 
 
 def watch_dynamics(dyn, watch: Watch, first_step: int = 0) -> None:
