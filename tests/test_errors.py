@@ -111,6 +111,7 @@ def test_the_errors_share_one_base():
      "--log", "{d}/a.traj"],
     ["evaluate", "{d}/bp.dcf", "{d}/frames.extxyz", "--report", "{d}/frames.extxyz"],
     ["spec", "--elements", "Li", "--like", "{d}/spec.json", "--out", "{d}/spec.json"],
+    ["lammps", "{d}/bp.dcf", "{d}/spec.json", "--log", "{d}/spec.json"],
 ])
 def test_an_output_that_is_an_input_is_refused_before_any_work(files, tmp_path, command, cli):
     for name in ("frames.extxyz", "init.extxyz", "bp.dcf"):
