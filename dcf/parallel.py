@@ -15,12 +15,14 @@ import os
 
 import numpy as np
 
+from dcf.errors import DCFError
+
 # Variables set by MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm's PMI) for each rank
 _LAUNCHER_VARS = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 _TAG = 7301
 
 
-class MPIUnavailable(RuntimeError):
+class MPIUnavailable(DCFError, RuntimeError):
     """Started by an MPI launcher with several ranks, but mpi4py cannot be imported."""
 
 
@@ -107,6 +109,25 @@ class Comm:
         from mpi4py import MPI
 
         return self._comm.recv(source=MPI.ANY_SOURCE, tag=_TAG)
+
+
+def running_rank() -> tuple[int, int]:
+    """(rank, size) of COMM_WORLD if this process already uses MPI, else (0, 1); never
+    imports mpi4py itself."""
+    import sys
+
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
+        return 0, 1
+    return mpi.COMM_WORLD.Get_rank(), mpi.COMM_WORLD.Get_size()
+
+
+def abort_all(code: int) -> None:
+    """End every rank of COMM_WORLD now (the launcher kills them), with exit status `code`."""
+    import sys
+
+    sys.stderr.flush()
+    sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
 
 
 def world():

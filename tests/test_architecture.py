@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dcf"
 
 #: layer of each top-level part of the package; a module may import its own subpackage and
 #: any part of a lower layer, never one of the same or a higher layer.
-LAYERS = {"_ext": 0, "files": 1, "rotations": 1, "parallel": 1, "errors": 1,
+LAYERS = {"_ext": 0, "errors": 0, "files": 1, "rotations": 1, "parallel": 1,
           "descriptors": 2, "models": 3, "data": 3,
           "training": 4, "dynamics": 4, "analysis": 4, "bench": 5, "cli": 6}
 

@@ -8,8 +8,11 @@ The method of Mailoa et al. (2019), Methods, "Hidden Markov Model Reaction Snaps
    denoised by a two-state hidden Markov model decoded with Viterbi (state-change probability
    1e-5 per frame, P(observed = hidden) = 0.6, initial probability 0.5).
 3. A reaction is a change of the denoised molecules: molecules that vanish (reactants) and appear
-   (products) within `max_lag` frames of each other on shared atoms, kept only if reactants and
-   products are made of exactly the same atoms.
+   (products) on shared atoms, kept only if reactants and products are made of exactly the same
+   atoms. Two successive changes of one atom belong to one reaction when they lie within
+   `max_lag` frames, or, however far apart, when the atom spends the time between them in no
+   lasting molecule (it left one and joins the next through intermediates too short-lived for
+   the HMM to keep: a bond broken at frame 53 and a product formed at frame 65).
 4. The reacting atoms in a window of frames around each event form the reaction test set, or the
    chosen snapshots to add to training.
 
@@ -208,13 +211,17 @@ def presence_changes(presence: Presence, hmm: HMM = HMM(), block: int = 2048) ->
                   np.concatenate(appears))
 
 
-def find_reactions(presence: Presence, events: Events, max_lag: int = 10) -> tuple[list, int]:
+def find_reactions(presence: Presence, events: Events, max_lag: int = 10,
+                   dropped: list | None = None) -> tuple[list, int]:
     """Balanced reactions from the changes of the denoised molecules.
 
-    Appearances and disappearances of molecules that share atoms and lie within `max_lag`
-    frames of one another are grouped; molecules both formed and consumed inside a group are
-    intermediates and cancel. A group is a reaction when its net reactants and products hold the
-    same atoms. Returns (reactions sorted by frame, number of unbalanced groups dropped).
+    Successive changes of one atom are grouped when they lie within `max_lag` frames, or
+    whatever their distance when the first is the atom leaving a molecule and the second its
+    joining one (in between it was in intermediates only). Molecules both formed and consumed
+    inside a group are intermediates and cancel. A group is a reaction when its net reactants
+    and products hold the same atoms. Returns (reactions sorted by frame, number of unbalanced
+    groups dropped); `dropped`, if given, receives one dict per dropped group (frames, atoms,
+    net reactant and product atoms) to explain them.
     """
     mol, frame, appears = events.molecule, events.frame, events.appears
     n_events = len(mol)
@@ -226,14 +233,16 @@ def find_reactions(presence: Presence, events: Events, max_lag: int = 10) -> tup
             a = parent[a]
         return a
 
-    # link consecutive events on the same atom that lie within max_lag frames
+    # link consecutive events on the same atom: within max_lag frames, or a leaving followed
+    # by a joining (at one frame, vanishings sort first: the atom leaves, then joins)
     per_atom: dict[int, list] = {}
-    for e in np.argsort(frame, kind="stable"):
+    for e in np.lexsort((appears, frame)):
         for a in presence.molecules[mol[e]]:
             per_atom.setdefault(int(a), []).append(e)
     for chain in per_atom.values():
         for prev, nxt in zip(chain[:-1], chain[1:]):
-            if frame[nxt] - frame[prev] <= max_lag:
+            through_intermediates = not appears[prev] and appears[nxt]
+            if through_intermediates or frame[nxt] - frame[prev] <= max_lag:
                 parent[root(prev)] = root(nxt)
 
     groups: dict[int, list] = {}
@@ -253,6 +262,10 @@ def find_reactions(presence: Presence, events: Events, max_lag: int = 10) -> tup
         atoms_out = np.sort(np.concatenate(products)) if products else np.zeros(0, int)
         if not (len(atoms_in) and np.array_equal(atoms_in, atoms_out)):
             unbalanced += 1
+            if dropped is not None:
+                dropped.append({"frames": [int(frame[group].min()), int(frame[group].max())],
+                                "reactant_atoms": atoms_in.tolist(),
+                                "product_atoms": atoms_out.tolist()})
             continue
         frames = frame[group]
         first_product = int(min(frame[e] for e in group if appears[e]))

@@ -117,6 +117,8 @@ def _evaluate_file(models, paths, data, args):
     from dcf.analysis.evaluation import evaluate_frames, reaction_table
 
     frames = read_input("evaluate", data, args.index, args)
+    if not frames:
+        _fail(f"{data}: --index {args.index} selects no frames")
     rx = None
     if args.reactions:
         rx = _reaction_set(args.reactions, models, paths, len(frames),
@@ -144,6 +146,9 @@ def _evaluate_store(models, paths, data, args):
     split = None if args.split == "all" else args.split
     try:
         with FeatureStore(data) as store:
+            if len(store.frame_ids(split)) == 0:
+                _fail(f"{data}: the {args.split} split holds no frames; evaluate another "
+                      f"--split, or featurize with a --test-fraction that leaves test frames")
             rx = None
             if args.reactions:
                 rx = _reaction_set(args.reactions, models, paths, store.n_frames,
@@ -204,12 +209,15 @@ def _axes_span(models, data, args) -> dict:
 
 
 def run(args) -> int:
+    from dcf.cli._paths import refuse_overwriting_inputs
     from dcf.files import write_atomic
     from dcf.analysis.evaluation import (covariance_error, format_axes_span, format_force_table,
                                          format_reaction_table)
 
-    models = _load_models(args.model)
     data = Path(args.data)
+    refuse_overwriting_inputs([*(("MODEL", m) for m in args.model), ("DATA", data),
+                               ("--reactions", args.reactions)], [("--report", args.report)])
+    models = _load_models(args.model)
     if not data.exists():
         _fail(f"{data} does not exist")
     evaluate = _evaluate_store if data.suffix in STORE_SUFFIXES else _evaluate_file

@@ -83,12 +83,20 @@ def run(args) -> int:
 
 
 def _run(args, comm) -> int:
+    from dcf.cli._paths import refuse_overwriting_inputs
     from dcf.data.frames import FrameError, check_elements, read_frames
-    from dcf.data.pipeline import featurize_to_store
+    from dcf.data.pipeline import checkpoint_dir, featurize_to_store
     from dcf.data.sampling import plan_snapshots, read_chosen
     from dcf.descriptors.spec import FingerprintSpec
+    from dcf.errors import DCFError
 
     out = Path(args.out)
+    try:
+        refuse_overwriting_inputs([*(("input", s) for s in args.structures),
+                                   ("--spec", args.spec), ("--chosen", args.chosen)],
+                                  [("--out", out)])
+    except DCFError as err:
+        _fail(str(err))
     if out.suffix == ".npz":
         _fail(f"--out {out}: the feature store is HDF5; use a .h5 name")
     if out.is_dir():
@@ -123,6 +131,15 @@ def _run(args, comm) -> int:
             compression=args.compression)
     except ValueError as err:
         _fail(str(err))
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+            bar = None
+        if comm.rank == 0:
+            print(f"\ndcf featurize: interrupted; the finished blocks are kept in "
+                  f"{checkpoint_dir(out)}: run the same command again to resume",
+                  file=sys.stderr)
+        return 130
     finally:
         if bar is not None:
             bar.close()

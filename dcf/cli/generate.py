@@ -35,9 +35,11 @@ def run(args) -> int:
     from ase.io import write
 
     from dcf.data import generate
+    from dcf.cli._paths import refuse_overwriting_inputs
     from dcf.files import write_atomic
 
     out = Path(args.out)
+    refuse_overwriting_inputs([("--structure", args.structure)], [("--out", out)])
     if out.suffix not in (".extxyz", ".xyz"):
         _fail(f"--out {out}: write an .extxyz file")
     if args.interval < 1 or args.steps < args.interval:

@@ -33,6 +33,8 @@ def run(args) -> int:
 
     comm = world()
     rank = comm.rank
+    if args.port is not None and not 0 < args.port < 65536:
+        raise SystemExit(f"dcf ipi: --port {args.port}: a TCP port is 1..65535")
     try:
         model = load_model(args.model)
     except ModelFileError as err:
@@ -62,9 +64,12 @@ def run(args) -> int:
     try:
         calls = serve(model, atoms, sock, comm if comm.size > 1 else None)
     except ServerError as err:
-        print(f"dcf ipi: {err}", file=sys.stderr)
+        if rank == 0:
+            print(f"dcf ipi: {err}", file=sys.stderr)
         return 1
+    finally:
+        if sock is not None:
+            sock.close()
     if rank == 0:
-        sock.close()
         print(f"i-PI sent EXIT after {calls} force evaluation(s)")
     return 0

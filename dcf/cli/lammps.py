@@ -81,6 +81,7 @@ def neighbor_skin(commands, default: float) -> float:
 def run(args) -> int:
     from pathlib import Path
 
+    from dcf.cli._paths import refuse_overwriting_inputs
     from dcf.dynamics import lammps as dl
     from dcf.models import ModelFileError, load_model
     from dcf.parallel import world
@@ -91,6 +92,8 @@ def run(args) -> int:
         return code
 
     comm = world()
+    refuse_overwriting_inputs([("model", args.model), ("input", args.input)],
+                              [("--log", None if args.log == "none" else args.log)])
     missing = dl.lammps_missing()
     if missing:
         return fail(missing)

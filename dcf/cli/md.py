@@ -4,6 +4,10 @@ Writes an ASE trajectory (positions, momenta, forces) and a text log (step, time
 T, step time; energies for B–P). Ctrl-C stops after the current interval with the trajectory
 intact; `--restart` continues from the trajectory's last frame, appending.
 
+The run is watched: a step with non-finite or exploding forces (--max-force), atoms closer
+than --min-distance, or a temperature above --max-temperature stops it with the step and the
+reason; the trajectory then ends at its last good frame, which --restart continues from.
+
 Under `mpiexec -n K` every rank runs the same dynamics and shares each force call (a block of
 the central atoms per rank); ASE broadcasts the thermostat's random numbers from rank 0, and
 rank 0 alone writes the trajectory and the log.
@@ -42,13 +46,22 @@ def add_arguments(p) -> None:
     p.add_argument("--restart", action="store_true",
                    help="continue from the last frame of --traj, appending to it and the log")
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for fingerprints")
+    p.add_argument("--max-force", type=float, default=50.0, metavar="EV_PER_A",
+                   help="stop when an atomic force exceeds this, eV/A (default 50)")
+    p.add_argument("--min-distance", type=float, default=0.5, metavar="A",
+                   help="refuse a start, and stop a run, with atoms closer than this, A "
+                        "(default 0.5)")
+    p.add_argument("--max-temperature", type=float, default=None, metavar="K",
+                   help="stop when the kinetic temperature exceeds this, K (default "
+                        "5 T + 2000)")
 
 
-def _start(args, traj: Path):
+def _start(args, traj: Path, log: Path):
     """The starting atoms and step number: a fresh structure or the trajectory's last frame."""
+    import numpy as np
     from ase.io import read
 
-    from dcf.dynamics.md import thermal_velocities
+    from dcf.dynamics.md import check_start, thermal_velocities
 
     if args.restart:
         if not traj.is_file():
@@ -58,27 +71,46 @@ def _start(args, traj: Path):
         except Exception as err:      # ase raises many kinds for damaged files
             raise SystemExit(f"dcf md: cannot read the last frame of {traj}: {err}") from None
         return atoms, int(atoms.info.get("step", 0))
-    if traj.exists():
-        raise SystemExit(f"dcf md: {traj} exists; pass --restart to continue it, or remove it")
+    for path, what in ((traj, "--traj"), (log, "--log")):
+        if path.exists():
+            raise SystemExit(f"dcf md: {what} {path} exists; pass --restart to continue the "
+                             f"run, or remove it")
     atoms = read_input("md", args.structure, -1, args)[0]
     atoms.calc = None
+    check_start(atoms, args.min_distance, args.structure)
     if args.temperature > 0:
         thermal_velocities(atoms, args.temperature, args.seed)
+    else:
+        atoms.set_momenta(np.zeros((len(atoms), 3)))      # from rest, whatever the file had
     return atoms, 0
 
 
 def run(args) -> int:
     from ase.io.trajectory import Trajectory
 
-    from dcf.dynamics.md import element_temperatures, energy_drift, make_dynamics, thermostat_seed
+    from dcf.cli._paths import refuse_overwriting_inputs
+    from dcf.dynamics.md import (Runaway, Watch, check_settings, element_temperatures,
+                                 energy_drift, make_dynamics, out_of_band, thermostat_seed,
+                                 watch_dynamics)
     from dcf.models import ModelFileError, load_model
     from dcf.parallel import world
 
     comm = world()                  # before ASE picks its MPI world: mpi4py is then imported
     root = comm.rank == 0
 
-    if args.steps < 0 or args.interval < 1 or args.timestep <= 0:
-        raise SystemExit("dcf md: need --steps >= 0, --interval >= 1 and --timestep > 0")
+    if args.steps < 0 or args.interval < 1:
+        raise SystemExit("dcf md: need --steps >= 0 and --interval >= 1")
+    check_settings(args.thermostat, args.temperature, args.timestep, args.damping)
+    max_temperature = (5 * args.temperature + 2000 if args.max_temperature is None
+                       else args.max_temperature)
+    watch = Watch(args.max_force, args.min_distance, max_temperature)
+    for name in ("max_force", "min_distance", "max_temperature"):
+        if not getattr(watch, name) > 0:
+            raise SystemExit(f"dcf md: --{name.replace('_', '-')} must be > 0")
+    traj_path = Path(args.traj)
+    log_path = Path(args.log) if args.log else traj_path.with_suffix(".log")
+    refuse_overwriting_inputs([("model", args.model), ("structure", args.structure)],
+                              [("--traj", traj_path), ("--log", log_path)])
     try:
         model = load_model(args.model)
     except ModelFileError as err:
@@ -86,9 +118,7 @@ def run(args) -> int:
     if args.threads is not None:
         model.set_threads(args.threads)
     model.set_communicator(comm)
-    traj_path = Path(args.traj)
-    log_path = Path(args.log) if args.log else traj_path.with_suffix(".log")
-    atoms, step0 = _start(args, traj_path)
+    atoms, step0 = _start(args, traj_path, log_path)
     comm.barrier()                  # every rank has checked for --traj before rank 0 makes it
     try:
         model.spec.check_symbols(atoms.get_chemical_symbols(), args.structure)
@@ -103,6 +133,12 @@ def run(args) -> int:
     dyn = make_dynamics(atoms, args.thermostat, args.temperature, args.timestep, args.damping,
                         thermostat_seed(args.seed, step0))
 
+    if not args.restart:            # a start that goes wrong at once writes nothing
+        reason = watch.problem(atoms)
+        if reason is not None:
+            raise Runaway(0, f"{reason} in {args.structure}, before any step")
+    watch_dynamics(dyn, watch, step0)
+
     elements = list(dict.fromkeys(atoms.get_chemical_symbols()))
     traj = log = None
     if root:
@@ -114,6 +150,7 @@ def run(args) -> int:
                   + ("  E_pot_eV  E_tot_eV" if has_energy else "") + "  ms_per_step\n")
 
     stop = {"asked": False}
+    warned = {"hot": False}
 
     def ask_stop(signum, frame):
         stop["asked"] = True
@@ -131,6 +168,11 @@ def run(args) -> int:
         atoms.get_forces()          # cached after a step; computed for the first frame
         temps = element_temperatures(atoms)
         T = atoms.get_temperature()
+        if root and not warned["hot"] and out_of_band(T, args.temperature, args.thermostat):
+            warned["hot"] = True
+            print(f"\nwarning: step {step}: T = {T:.0f} K, far from the thermostat's "
+                  f"{args.temperature:g} K; the run stops above --max-temperature "
+                  f"{watch.max_temperature:g} K", file=sys.stderr)
         row = f"{step:>7d} {step * args.timestep:>10.2f} {T:>8.1f} " + " ".join(
             f"{temps[el]:>8.1f}" for el in elements)
         if has_energy:
@@ -139,35 +181,40 @@ def run(args) -> int:
             times.append(step * args.timestep)
             totals.append(etot)
             row += f" {epot:>14.6f} {etot:>14.6f}"
-        if root:
+        if root:                    # the frame first: a log row always has its frame
+            traj.write(atoms)
             log.write(row + f" {ms:>9.3f}\n")
             log.flush()
-            traj.write(atoms)
             print(f"\rstep {step:>7d}  T {T:7.1f} K  {ms:7.2f} ms/step", end="", flush=True)
 
     def stop_asked() -> bool:
         """Ctrl-C on any rank stops all of them after the same step."""
         return bool(comm.sum([stop["asked"]])[0])
 
+    done = 0
+    interrupted = False
     try:
         if not args.restart:
             record()
-        done = 0
-        interrupted = False
         while done < args.steps and not interrupted:
             n = min(args.interval, args.steps - done)
             dyn.run(n)
             done += n
             record()
             interrupted = stop_asked()
+    except Runaway as err:
+        last = step0 + done
+        raise Runaway(err.step, f"{err.reason}; stopped. {traj_path} ends at the last good "
+                      f"frame (step {last}): --restart continues from it (try a smaller "
+                      f"--timestep or check the model)") from None
     finally:
         signal.signal(signal.SIGINT, previous)
         if root:
             traj.close()
             log.close()
+            print(file=sys.stdout)
     if not root:
         return 130 if interrupted else 0
-    print()
     if interrupted:
         print(f"interrupted after {done} step(s); continue with --restart. wrote {traj_path}")
         return 130

@@ -6,9 +6,9 @@ import json
 import time
 from pathlib import Path
 
-from dcf.files import write_atomic
-
 from dcf.cli._frames import add_format_arguments, read_input
+from dcf.cli._paths import refuse_overwriting_inputs
+from dcf.files import write_atomic
 
 HELP = "find chemical reactions in a trajectory and the reacting atomic snapshots"
 
@@ -28,7 +28,9 @@ def add_arguments(p) -> None:
     p.add_argument("--p-init", type=float, default=0.5,
                    help="HMM probability that a molecule is present at the start (default 0.5)")
     p.add_argument("--max-lag", type=int, default=10,
-                   help="frames within which molecule changes on shared atoms are one reaction")
+                   help="frames within which molecule changes on shared atoms are one reaction "
+                        "(default 10); an atom that leaves a molecule and joins another later, "
+                        "through short-lived intermediates, links them at any distance")
     p.add_argument("--window", type=int, default=10,
                    help="frames around each reaction whose reacting atoms are snapshots")
     p.add_argument("--snapshots", metavar="FILE",
@@ -43,6 +45,8 @@ def run(args) -> int:
     from dcf.data.formats import guess_format, read_here
 
     path = Path(args.trajectory)
+    refuse_overwriting_inputs([("trajectory", path)],
+                              [("--out", args.out), ("--snapshots", args.snapshots)])
     if not path.exists():
         raise SystemExit(f"dcf reactions: {path} does not exist")
     try:
@@ -75,7 +79,8 @@ def run(args) -> int:
     t_graph = time.perf_counter()
     events = rx.presence_changes(presence, hmm)
     t_hmm = time.perf_counter()
-    reactions, unbalanced = rx.find_reactions(presence, events, args.max_lag)
+    dropped = []
+    reactions, unbalanced = rx.find_reactions(presence, events, args.max_lag, dropped)
     snapshots = rx.reaction_snapshots(reactions, presence.n_frames, args.window)
     t_end = time.perf_counter()
 
@@ -90,6 +95,7 @@ def run(args) -> int:
                        "max_lag": args.max_lag, "window": args.window},
         "n_molecules_seen": len(presence.molecules),
         "unbalanced_groups": unbalanced,
+        "unbalanced": dropped,
         "reactions": [r.to_dict(z) for r in reactions],
         "snapshots": {"frame": snapshots[:, 0].tolist(), "atom": snapshots[:, 1].tolist()},
         "occurrence": occurrence,
@@ -105,8 +111,16 @@ def run(args) -> int:
 
     print(f"{presence.n_frames} frames, {len(z)} atoms, {len(presence.molecules)} distinct "
           f"molecules seen; bond graph {t_graph - start:.2f} s, HMM {t_hmm - t_graph:.2f} s")
-    print(f"{len(reactions)} reaction(s)" + (f"; {unbalanced} unbalanced change(s) dropped"
-                                             if unbalanced else ""))
+    print(f"{len(reactions)} reaction(s)")
+    if unbalanced:
+        where = ", ".join(f"frames {d['frames'][0]}-{d['frames'][1]} (atoms "
+                          f"{sorted(set(d['reactant_atoms']) | set(d['product_atoms']))})"
+                          for d in dropped[:5])
+        print(f"note: {unbalanced} change(s) dropped whose reactant and product atoms differ: "
+              f"{where}{', ...' if unbalanced > 5 else ''}. Such a change is cut off by the "
+              f"start or end of the trajectory, or a molecule lives too briefly for the HMM "
+              f"(raise --p-change) or is split by the bond --factor; details under "
+              f"'unbalanced' in {args.out}")
     for r in reactions:
         print(f"  frame {r.frame:>7}: {r.equation(z)}   atoms {r.atoms.tolist()}")
     print(f"{'element':>7} {'snapshots':>10} {'occurrence':>11}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from dcf.cli._paths import refuse_overwriting_inputs
 from dcf.files import write_atomic
 
 HELP = "write a fingerprint spec for other elements, following a preset's pattern"
@@ -17,6 +18,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from dcf.descriptors.spec import FingerprintSpec
+    refuse_overwriting_inputs([("--like", args.like)], [("--out", args.out)])
     base = FingerprintSpec.resolve(args.like)
     elements = [e.strip() for e in args.elements.split(",") if e.strip()]
     spec, dropped = base.like(elements, name=args.name or "")

@@ -95,12 +95,15 @@ def write_learning_curve(model, out: Path) -> tuple[Path, Path]:
 
 
 def run(args) -> int:
+    from dcf.cli._paths import refuse_overwriting_inputs
     from dcf.data.store import FeatureStore, StoreError
 
     out = Path(args.out)
     if args.checkpoint is None:
         args.checkpoint = str(out.with_name(out.name + ".ckpt"))
     path = Path(args.features)
+    refuse_overwriting_inputs([("features", path)],
+                              [("--out", out), ("--checkpoint", args.checkpoint)])
     if not path.is_file():
         raise SystemExit(f"dcf train: feature store {path} does not exist")
     module_name, _ = TRAINERS[args.model]
@@ -112,8 +115,13 @@ def run(args) -> int:
     try:
         with FeatureStore(path) as store:
             model = trainer.train_from_store(store, args, _log)
-    except (StoreError, ValueError, KeyError) as err:
+    except StoreError as err:         # names the store itself
+        raise SystemExit(f"dcf train: {err}") from None
+    except (ValueError, KeyError) as err:
         raise SystemExit(f"dcf train: {path}: {err}") from None
+    except OSError as err:            # h5py: a damaged chunk, a truncated file
+        raise SystemExit(f"dcf train: {path}: the feature store cannot be read ({err}); it is "
+                         f"damaged: run dcf featurize again") from None
     except KeyboardInterrupt:
         if Path(args.checkpoint).exists():
             print(f"\ninterrupted; run the same command again to resume from {args.checkpoint}",

@@ -17,9 +17,10 @@ import numpy as np
 
 from dcf.data import formats
 from dcf.descriptors.spec import FingerprintSpec
+from dcf.errors import DCFError
 
 
-class FrameError(ValueError):
+class FrameError(DCFError, ValueError):
     """A source file or frame that cannot be used: unreadable, without forces, bad cell, ..."""
 
 
@@ -134,7 +135,8 @@ def _read_selected(path: Path, index: str, every: int,
     except formats.FormatError as err:
         raise FrameError(str(err)) from None
     except Exception as err:        # ase raises many kinds for unreadable files
-        raise FrameError(f"cannot read {path}: {type(err).__name__}: {err}") from None
+        raise FrameError(f"cannot read frame {n} of {path} ({n} frame(s) before it read "
+                         f"fine; is the file truncated?): {type(err).__name__}: {err}") from None
     if n == 0:
         raise FrameError(f"{path} holds no frames")
     if streaming:

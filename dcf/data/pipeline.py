@@ -15,6 +15,12 @@ How it stays restartable and identical across rank counts:
 * Rank r of K featurizes every K-th missing block. Rank 0 then assembles all blocks, in order,
   into the HDF5 store under a temporary name and renames it; the checkpoint folder is removed.
   The result depends only on the inputs, never on K, the block schedule or interruptions.
+
+How it fails: an exception of any type on any rank (a frame that cannot be featurized, a full
+disk, a MemoryError, a damaged block file) is caught, sent to rank 0 with the rank's other
+messages and broadcast, so that every rank raises the same `FeaturizeError` together; none is
+left waiting for another. Ctrl-C ends every rank the same way with KeyboardInterrupt and keeps
+the finished blocks for a resume.
 """
 from __future__ import annotations
 
@@ -23,16 +29,23 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from dcf.descriptors.spec import FingerprintSpec
+from dcf.errors import CollectiveError, describe
 from dcf.files import write_atomic
 from dcf.parallel import SerialComm
-from dcf.descriptors.spec import FingerprintSpec
 
 MANIFEST = "manifest.json"
+INTERRUPTED = "interrupted"
+
+
+class FeaturizeError(CollectiveError, ValueError):
+    """Featurizing failed on some rank; raised on every rank with that rank's message."""
 
 
 @dataclass
@@ -139,9 +152,35 @@ def _featurize_block(b, blocks, featurizer, frames, plan, folder) -> tuple[int, 
     return len(blocks.frames(b)), n_atoms
 
 
+def _failure(err: BaseException, comm) -> str:
+    """The message of an error on this rank, naming the rank when there are several."""
+    if isinstance(err, KeyboardInterrupt):
+        return INTERRUPTED
+    where = f"rank {comm.rank} of {comm.size}: " if comm.size > 1 else ""
+    return where + (str(err) if isinstance(err, ValueError) and not isinstance(err, OSError)
+                    else describe(err))
+
+
+def _on_rank0(work, comm):
+    """Run work() on rank 0 only; every rank then raises its error (FeaturizeError) or returns
+    its result (None elsewhere)."""
+    result = error = None
+    if comm.rank == 0:
+        try:
+            result = work()
+        except (Exception, KeyboardInterrupt) as err:     # noqa: BLE001 - shared with all ranks
+            error = _failure(err, comm)
+    error = comm.bcast(error)
+    if error == INTERRUPTED:
+        raise KeyboardInterrupt
+    if error is not None:
+        raise FeaturizeError(error)
+    return result
+
+
 def _prepare_folder(folder: Path, digest: str, resume: bool, comm) -> None:
     """Rank 0: keep the folder if it belongs to this job (and resume), else start it afresh."""
-    if comm.rank == 0:
+    def prepare():
         manifest = folder / MANIFEST
         same = False
         if resume and manifest.is_file():
@@ -153,7 +192,7 @@ def _prepare_folder(folder: Path, digest: str, resume: bool, comm) -> None:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
             manifest.write_text(json.dumps({"digest": digest}))
-    comm.barrier()
+    _on_rank0(prepare, comm)
 
 
 def featurize_to_store(out, spec: FingerprintSpec, frames, plan, provenance: dict, comm=None,
@@ -168,8 +207,9 @@ def featurize_to_store(out, spec: FingerprintSpec, frames, plan, provenance: dic
     default_block_frames); resume: reuse finished blocks of an interrupted run of the same job;
     on_progress(frames, atoms): called on rank 0 as blocks finish on any rank (including, once,
     the blocks resumed); compression: of the store (dcf.data.store.StoreWriter).
-    Raises ValueError (on every rank) if a frame cannot be featurized; the checkpoint folder
-    is then removed, as it is after success.
+    Raises FeaturizeError (a ValueError, on every rank) if any rank fails, with that rank's
+    message; the checkpoint folder is then removed, as it is after success. KeyboardInterrupt
+    on any rank is raised on every rank, and the folder is kept for a resume.
     """
     from dcf.descriptors.fingerprints import Featurizer
 
@@ -195,22 +235,30 @@ def featurize_to_store(out, spec: FingerprintSpec, frames, plan, provenance: dic
     for b in todo[comm.rank::comm.size]:
         try:
             nf, na = _featurize_block(b, blocks, featurizer, frames, plan, folder)
-        except ValueError as err:
-            tally.error = tally.error or str(err)
+            tally.block_done(nf, na)
+        except (Exception, KeyboardInterrupt) as err:     # noqa: BLE001 - shared with all ranks
+            tally.error = tally.error or _failure(err, comm)
             break
-        tally.block_done(nf, na)
     frames_done, atoms_done, error = tally.finish()
     seconds = time.perf_counter() - start
+    if error == INTERRUPTED:
+        raise KeyboardInterrupt
     if error is not None:
         if comm.rank == 0:
             shutil.rmtree(folder, ignore_errors=True)
-        raise ValueError(error)
+        raise FeaturizeError(error)
 
     t0 = time.perf_counter()
-    if comm.rank == 0:
-        _assemble(out, spec, frames, plan, provenance, blocks, folder, compression)
+
+    def assemble():
+        try:
+            _assemble(out, spec, frames, plan, provenance, blocks, folder, compression)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         shutil.rmtree(folder, ignore_errors=True)
-    comm.barrier()
+
+    _on_rank0(assemble, comm)
     return RunSummary(frames_done, atoms_done, seconds, time.perf_counter() - t0, blocks.n,
                       len(done), comm.size)
 
@@ -223,17 +271,33 @@ def _assemble(out: Path, spec, frames, plan, provenance, blocks, folder, compres
         writer = StoreWriter(tmp, spec, frames, plan, provenance, compression)
         try:
             for b in range(blocks.n):
-                with np.load(_block_path(folder, b)) as z:
-                    for el in spec.elements:
-                        lo, hi = blocks.row_range(el, b)
-                        if hi > lo:
-                            writer.write_features(el, lo, z[f"{el}.G"], z[f"{el}.A"],
-                                                  z[f"{el}.F"])
+                for el, (G, A, F) in _read_block(folder, b, spec, blocks).items():
+                    writer.write_features(el, blocks.row_range(el, b)[0], G, A, F)
             writer.finish()
         finally:
             writer.close()
 
     write_atomic(out, write)
+
+
+def _read_block(folder: Path, b: int, spec, blocks) -> dict:
+    """Block b's rows per element, {el: (G, A, F)}, checked against the layout; a damaged or
+    foreign block file is a FeaturizeError that names it."""
+    path = _block_path(folder, b)
+    out = {}
+    try:
+        with np.load(path) as z:
+            for el in spec.elements:
+                lo, hi = blocks.row_range(el, b)
+                if hi > lo:
+                    out[el] = z[f"{el}.G"], z[f"{el}.A"], z[f"{el}.F"]
+                    if any(len(x) != hi - lo for x in out[el]):
+                        raise ValueError(f"{len(out[el][0])} {el} rows, expected {hi - lo}")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise FeaturizeError(f"checkpoint block {path} is damaged ({type(err).__name__}: "
+                             f"{err}); the store was not written: run again with --fresh") \
+            from None
+    return out
 
 
 class _Tally:

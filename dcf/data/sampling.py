@@ -99,6 +99,9 @@ def read_chosen(path) -> np.ndarray:
             except ValueError:
                 raise ValueError(f"{path} line {line_no}: expected 'frame atom [weight]', got "
                                  f"{line.strip()!r}") from None
+            if len(words) == 3 and not (np.isfinite(weight) and weight > 0):
+                raise ValueError(f"{path} line {line_no}: the weight {words[2]} must be a "
+                                 f"finite number > 0")
             rows.append((frame, atom, weight))
     return np.array(rows, dtype=float).reshape(-1, 3)
 

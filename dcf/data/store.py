@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from dcf.descriptors.spec import FingerprintSpec, SpecError
+from dcf.errors import DCFError
 
 FORMAT = "dcf-feature-store"
 VERSION = 1
@@ -43,7 +44,7 @@ COMPRESSIONS = ("gzip", "lzf", "none")
 _SPLITS = (None, "train", "test")
 
 
-class StoreError(ValueError):
+class StoreError(DCFError, ValueError):
     """A feature store that is missing, unreadable, incomplete, of another format or version."""
 
 

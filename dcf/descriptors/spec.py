@@ -28,6 +28,8 @@ from pathlib import Path
 
 from ase.data import atomic_numbers
 
+from dcf.errors import DCFError
+
 FORMAT = "dcf-fingerprint-spec"
 VERSION = 1
 
@@ -51,7 +53,7 @@ KINDS = {
 }
 
 
-class SpecError(ValueError):
+class SpecError(DCFError, ValueError):
     """An invalid fingerprint spec, or a structure the spec cannot describe."""
 
 

@@ -338,6 +338,11 @@ class DCFModel:
                                      f"the spec gives {nG} G and {nA} A")
             norm = {key: arrays[f"{el}/norm/{key}"]
                     for key in ("G_mean", "G_std", "fint_scale", "force_scale")}
+            for key in ("G_std", "fint_scale", "force_scale"):
+                if not np.all(np.asarray(norm[key], float) > 0):
+                    raise ModelFileError(f"{el}/norm/{key} holds a value <= 0 (a trainer "
+                                         f"writes positive scales): the file is damaged or "
+                                         f"edited; retrain or use another copy")
             nn1 = NetworkStack.from_arrays(arrays, f"{el}/nn1", arch["nn1_networks"],
                                            meta["activation"])
             head_net = None

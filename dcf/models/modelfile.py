@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dcf.errors import DCFError
 from dcf.files import write_atomic
 
 FORMAT = "dcf-model"
@@ -35,7 +36,7 @@ _METADATA = "__metadata__"
 MODEL_KINDS: dict[str, type] = {}
 
 
-class ModelFileError(ValueError):
+class ModelFileError(DCFError, ValueError):
     """A model file that is missing, unreadable, of another format or of a newer version."""
 
 
@@ -52,7 +53,10 @@ def load_model(path):
     kind = meta.get("model")
     if kind not in MODEL_KINDS:
         raise ModelFileError(f"{path}: unknown model kind {kind!r} (known: {sorted(MODEL_KINDS)})")
-    model = MODEL_KINDS[kind].from_file(meta, arrays)
+    try:
+        model = MODEL_KINDS[kind].from_file(meta, arrays)
+    except ModelFileError as err:
+        raise ModelFileError(f"{path}: {err}") from None
     model.source = {"path": str(Path(path).resolve()),
                     "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
     return model
