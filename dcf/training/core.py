@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dcf.errors import DCFError
+
 #: the columns of a learning curve (`Fit.history` rows, and the lcurve file's header)
 CURVE_COLUMNS = ("epoch", "stage", "element", "train_loss", "val_loss", "val_force_mae", "lr")
 
 
-class TrainingError(ValueError):
+class TrainingError(DCFError, ValueError):
     """Training cannot start or continue (no data for an element, an incompatible checkpoint)."""
 
 
