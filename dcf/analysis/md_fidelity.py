@@ -1,0 +1,416 @@
+"""Is a model fit for MD? Measures of what a direct (non-conservative) force field does in
+dynamics that a test-set MAE does not show (Bigi, Langer, Ceriotti, "The dark side of the
+forces", ICML 2025): species that settle at different temperatures under a thermostat, a
+structure that drifts from the reference data, forces that are not the gradient of an energy.
+
+* `block_average`: the mean of a correlated series and its statistical error.
+* `species_temperatures`: kinetic temperature of each element, centre-of-mass frame.
+* `partial_rdfs`, `rdf_l1`: partial radial distribution functions and their distance.
+* `force_jacobian`, `jacobian_asymmetry`: the antisymmetric part of dF/dr, from finite
+  differences; zero for F = -grad E.
+* `loop_work`, `random_loop_works`: the work of the forces around a small closed loop in
+  configuration space; zero for F = -grad E, W = h^2 (v.D u - u.D v) to order h^2 otherwise.
+* `run_md_sample`, `nve_drift`: the thermostatted run these are measured on, and the NVE
+  energy drift of an energy model.
+* `check_md`: all of it on one model and one data set, with a verdict.
+
+A `force_fn` is any callable atoms -> (n_atoms, 3) forces in eV/A (e.g. `model.forces`).
+Units: A, eV, eV/A, fs, K.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from ase import units
+
+THRESHOLDS = {
+    "temperature_rel": 0.05,    # |T_el - T| / T, or twice the statistical error if larger
+    "rdf_l1": 0.15,             # int |g - g_ref| dr / int g_ref dr, every pair
+    "jacobian_asymmetry": 0.1,  # ||(D - D^T)/2|| / ||D||: reported, warns only
+    "nve_drift": 1.0,           # |meV/atom/ps|, energy models only
+    "blowup_factor": 3.0,       # the run stops as blown up above this many times the target T
+}
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+def block_average(series, n_blocks: int = 10) -> tuple[float, float]:
+    """Mean of a (correlated) series and its standard error from `n_blocks` block means.
+
+    series (n,); the blocks must be longer than the correlation time for the error to hold
+    (the error of the error is about 1/sqrt(2 (n_blocks - 1))). Returns (mean, sem); sem is
+    nan with fewer than 2 blocks of at least one sample.
+    """
+    x = np.asarray(series, float).ravel()
+    if len(x) == 0:
+        raise ValueError("block_average: empty series")
+    length = len(x) // n_blocks
+    if n_blocks < 2 or length < 1:
+        return float(x.mean()), float("nan")
+    means = x[: length * n_blocks].reshape(n_blocks, length).mean(axis=1)
+    return float(x.mean()), float(means.std(ddof=1) / np.sqrt(n_blocks))
+
+
+def species_temperatures(atoms) -> dict[str, float]:
+    """Kinetic temperature (K) of each element in the centre-of-mass frame.
+
+    With the total momentum fixed, equipartition gives atom i the mean kinetic energy
+    (3/2) k_B T (1 - m_i / M), M the total mass; dividing by that instead of (3/2) k_B T keeps
+    the species temperatures unbiased in small cells (4 % for 26 atoms).
+    """
+    m = atoms.get_masses()
+    v = atoms.get_velocities()
+    v = v - (m @ v) / m.sum()
+    ke = 0.5 * m * np.sum(v * v, axis=1)
+    dof = 3.0 * (1.0 - m / m.sum())
+    symbols = np.array(atoms.get_chemical_symbols())
+    return {el: float(2.0 * ke[symbols == el].sum() / (dof[symbols == el].sum() * units.kB))
+            for el in dict.fromkeys(symbols)}
+
+
+# --- structure -----------------------------------------------------------------------------
+
+def element_pairs(symbols) -> list[tuple[str, str]]:
+    """The unordered element pairs of `symbols`, in the order the elements first appear."""
+    els = list(dict.fromkeys(symbols))
+    return [(a, b) for k, a in enumerate(els) for b in els[k:]]
+
+
+def partial_rdfs(frames, r_max: float, n_bins: int = 100):
+    """Partial radial distribution functions averaged over `frames` (periodic cells).
+
+    g_ab(r) = <n_ab(r)> / (N_a (N_b / V) 4 pi r^2 dr), n_ab the b atoms in the shell around each
+    a atom (ASE's and LAMMPS' convention, g_ab = g_ba). Images of the cell count, so r_max may
+    exceed half the cell. Returns r (n_bins,) bin centres in A and {(a, b): g (n_bins,)}.
+    """
+    from dcf.descriptors.neighbors import neighbor_list
+
+    edges = np.linspace(0.0, r_max, n_bins + 1)
+    shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+    pairs = element_pairs(frames[0].get_chemical_symbols())
+    g = {p: np.zeros(n_bins) for p in pairs}
+    for atoms in frames:
+        symbols = np.array(atoms.get_chemical_symbols())
+        i, j, d = neighbor_list("ijd", atoms, r_max)
+        volume = atoms.get_volume()
+        for a, b in pairs:
+            keep = (symbols[i] == a) & (symbols[j] == b)
+            counts = np.histogram(d[keep], edges)[0]
+            n_a, n_b = np.sum(symbols == a), np.sum(symbols == b)
+            g[(a, b)] += counts / (n_a * n_b / volume * shell)
+    return 0.5 * (edges[1:] + edges[:-1]), {p: v / len(frames) for p, v in g.items()}
+
+
+def rdf_l1(g, g_ref) -> float:
+    """Relative L1 distance int |g - g_ref| dr / int g_ref dr (0 identical, 2 disjoint) of two
+    RDFs on the same uniform bins."""
+    g, g_ref = np.asarray(g, float), np.asarray(g_ref, float)
+    norm = g_ref.sum()
+    return float(np.abs(g - g_ref).sum() / norm) if norm > 0 else float("nan")
+
+
+def min_pair_distances(frames) -> dict[tuple[str, str], float]:
+    """The shortest distance (A) of each element pair over `frames`, within 4 A (inf if none)."""
+    from dcf.descriptors.neighbors import neighbor_list
+
+    pairs = element_pairs(frames[0].get_chemical_symbols())
+    out = {p: np.inf for p in pairs}
+    for atoms in frames:
+        symbols = np.array(atoms.get_chemical_symbols())
+        i, j, d = neighbor_list("ijd", atoms, 4.0)
+        for a, b in pairs:
+            keep = (symbols[i] == a) & (symbols[j] == b)
+            if keep.any():
+                out[(a, b)] = min(out[(a, b)], float(d[keep].min()))
+    return out
+
+
+# --- non-conservation -----------------------------------------------------------------------
+
+def force_jacobian(force_fn, atoms, delta: float = 1e-3, indices=None) -> np.ndarray:
+    """D[3a + c, 3b + d] = dF_{a,c} / dr_{b,d} by central differences of step `delta` A, for
+    atoms a, b in `indices` (default all): (3m, 3m) in eV/A^2. For F = -grad E, D = -Hessian
+    is symmetric."""
+    idx = np.arange(len(atoms)) if indices is None else np.asarray(indices)
+    probe = atoms.copy()
+    probe.calc = None
+    r0 = atoms.get_positions()
+    D = np.empty((3 * len(idx), 3 * len(idx)))
+    for col, (b, d) in enumerate((b, d) for b in idx for d in range(3)):
+        f = []
+        for sign in (1.0, -1.0):
+            r = r0.copy()
+            r[b, d] += sign * delta
+            probe.set_positions(r)
+            f.append(np.asarray(force_fn(probe))[idx].ravel())
+        D[:, col] = (f[0] - f[1]) / (2.0 * delta)
+    return D
+
+
+def jacobian_asymmetry(D) -> float:
+    """||(D - D^T) / 2||_F / ||D||_F: 0 for a conservative force, 1 for a pure curl."""
+    D = np.asarray(D, float)
+    whole = np.linalg.norm(D)
+    return float(np.linalg.norm(0.5 * (D - D.T)) / whole) if whole > 0 else 0.0
+
+
+_GAUSS3 = np.polynomial.legendre.leggauss(3)
+
+
+def loop_work(force_fn, atoms, u, v, side: float) -> float:
+    """Work (eV) of the forces around the square r0 -> r0 + h u -> r0 + h u + h v -> r0 + h v
+    -> r0 in configuration space (r0 the positions of `atoms`, h = side in A).
+
+    u, v (n_atoms, 3) span the loop's plane (orthonormalized here). Each edge is integrated
+    with 3-point Gauss-Legendre (exact for forces up to fifth order along it). Zero for
+    F = -grad E; h^2 (v.D u - u.D v) + O(h^3) in general, D = dF/dr.
+    """
+    u = np.asarray(u, float) / np.linalg.norm(u)
+    v = np.asarray(v, float) - np.sum(np.asarray(v, float) * u) * u
+    v = v / np.linalg.norm(v)
+    probe = atoms.copy()
+    probe.calc = None
+    r0 = atoms.get_positions()
+    nodes, weights = _GAUSS3
+    work = 0.0
+    corner = r0
+    for e in (u, v, -u, -v):
+        for x, w in zip(nodes, weights):
+            probe.set_positions(corner + 0.5 * side * (x + 1.0) * e)
+            work += 0.5 * side * w * float(np.sum(np.asarray(force_fn(probe)) * e))
+        corner = corner + side * e
+    return work
+
+
+def random_loop_works(force_fn, frames, n_loops: int, side: float, rng) -> np.ndarray:
+    """Loop works (eV) on `n_loops` random squares: each in a random plane of the six
+    coordinates of a random atom and its nearest neighbour, on a random frame."""
+    from dcf.descriptors.neighbors import neighbor_list
+
+    out = np.empty(n_loops)
+    for k in range(n_loops):
+        atoms = frames[rng.integers(len(frames))]
+        a = int(rng.integers(len(atoms)))
+        i, j, d = neighbor_list("ijd", atoms, 4.0)
+        near = j[i == a]
+        b = int(near[np.argmin(d[i == a])]) if len(near) else a
+        u, v = np.zeros((len(atoms), 3)), np.zeros((len(atoms), 3))
+        plane = rng.normal(size=(2, 6))
+        u[[a, b]] += plane[0].reshape(2, 3)     # b == a (no neighbour): one atom's plane
+        v[[a, b]] += plane[1].reshape(2, 3)
+        out[k] = loop_work(force_fn, atoms, u, v, side)
+    return out
+
+
+# --- dynamics -------------------------------------------------------------------------------
+
+@dataclass
+class MDSample:
+    """What `run_md_sample` records: times_fs (n,), T[el] (n,) species temperatures K, T_all
+    (n,) K, E_pot (n,) eV (None without an energy), frames for the RDF (second half),
+    blown_up_fs (time the run was stopped, or None), final atoms."""
+    times_fs: np.ndarray
+    T: dict
+    T_all: np.ndarray
+    E_pot: np.ndarray | None
+    frames: list
+    blown_up_fs: float | None
+    atoms: object
+
+
+def run_md_sample(model, start, temperature: float, steps: int, thermostat: str = "langevin",
+                  timestep: float = 1.0, damping: float = 100.0, every: int = 5,
+                  rdf_every: int = 50, seed: int = 0, blowup_factor: float = 3.0,
+                  progress=None) -> MDSample:
+    """Thermostatted MD with `model` from a copy of `start` (thermal velocities at
+    `temperature` K, zero total momentum), recording species temperatures every `every` steps
+    and frames for the RDF every `rdf_every` steps of the second half. Stops early, as blown
+    up, when the temperature exceeds `blowup_factor` times the target. progress(step, T) is
+    called at every record."""
+    from dcf.dynamics.md import make_dynamics, thermal_velocities
+
+    atoms = start.copy()
+    atoms.calc = model.calculator()
+    thermal_velocities(atoms, temperature, seed)
+    dyn = make_dynamics(atoms, thermostat, temperature, timestep, damping, seed)
+    has_energy = "energy" in model.implemented_properties
+    times, temps, t_all, epot, frames = [], [], [], [], []
+    blown = None
+    done = 0
+    while done < steps:
+        n = min(every, steps - done)
+        dyn.run(n)
+        done += n
+        temps.append(species_temperatures(atoms))
+        t_all.append(atoms.get_temperature())
+        times.append(done * timestep)
+        if has_energy:
+            epot.append(atoms.get_potential_energy())
+        if done > steps // 2 and done % rdf_every < n:
+            frames.append(atoms.copy())
+        if progress is not None:
+            progress(done, t_all[-1])
+        if not np.isfinite(t_all[-1]) or t_all[-1] > blowup_factor * temperature:
+            blown = done * timestep
+            break
+    els = list(temps[0])
+    return MDSample(np.array(times), {el: np.array([t[el] for t in temps]) for el in els},
+                    np.array(t_all), np.array(epot) if has_energy else None, frames, blown,
+                    atoms)
+
+
+def nve_drift(model, atoms, steps: int, timestep: float = 1.0, every: int = 5) -> float:
+    """NVE (velocity Verlet) from `atoms` (positions and momenta kept); the least-squares slope
+    of the total energy, meV/atom/ps."""
+    from dcf.dynamics.md import energy_drift, make_dynamics
+
+    atoms = atoms.copy()
+    atoms.set_constraint()
+    atoms.calc = model.calculator()
+    dyn = make_dynamics(atoms, "nve", 0.0, timestep)
+    times, totals = [0.0], [atoms.get_total_energy()]
+    for k in range(steps // every):
+        dyn.run(every)
+        times.append((k + 1) * every * timestep)
+        totals.append(atoms.get_total_energy())
+    return energy_drift(times, totals, len(atoms))
+
+
+# --- the check ------------------------------------------------------------------------------
+
+def data_temperature(frames) -> float | None:
+    """The temperature (K) a data set was made at: its `target_temperature_K` (as `dcf
+    generate` writes) or the mean kinetic temperature of its momenta; None if it has neither."""
+    info = frames[0].info
+    for key in ("target_temperature_K", "temperature_K", "temperature"):
+        if key in info:
+            return float(info[key])
+    if frames[0].has("momenta"):
+        return float(np.mean([a.get_temperature() for a in frames]))
+    return None
+
+
+@dataclass
+class CheckSettings:
+    """Settings of `check_md` (units in the names; the defaults are the recommended ones)."""
+    temperature: float
+    steps: int = 5000
+    timestep: float = 1.0
+    thermostat: str = "langevin"
+    damping: float = 100.0
+    start_frame: int = -1
+    seed: int = 0
+    n_blocks: int = 10
+    rdf_r_max: float = 6.0
+    rdf_bins: int = 60
+    rdf_every: int = 10
+    jacobian_frames: int = 2
+    jacobian_atoms: int = 16
+    fd_delta: float = 1e-3
+    n_loops: int = 20
+    loop_side: float = 0.05
+    nve_steps: int = 2000
+
+
+def check_md(model, frames, settings: CheckSettings, thresholds: dict | None = None,
+             progress=None) -> dict:
+    """All MD-fidelity measures of `model` against the reference `frames` (list of ase.Atoms).
+
+    Returns a JSON-able dict: settings, thresholds, species temperatures over the second half
+    (mean, statistical error, relative deviation), RDF L1 per pair, Jacobian asymmetry, loop
+    work, NVE drift (energy models), closest approaches against the data's, the verdict and
+    its reasons; plus "series" (times, temperatures) and "rdf" (r, g, g_ref) for the plots.
+    progress(stage, detail) reports as it runs.
+    """
+    th = {**THRESHOLDS, **(thresholds or {})}
+    s = settings
+    say = progress or (lambda stage, detail: None)
+    rng = np.random.default_rng(s.seed)
+    start = frames[s.start_frame]
+    model.spec.check_symbols(start.get_chemical_symbols(), "the data")
+
+    md = run_md_sample(model, start, s.temperature, s.steps, s.thermostat, s.timestep,
+                       s.damping, rdf_every=s.rdf_every, seed=s.seed,
+                       blowup_factor=th["blowup_factor"],
+                       progress=lambda step, T: step % max(s.steps // 50, 1) < 5 and say(
+                           "md", f"step {step}/{s.steps} T {T:.0f} K"))
+    half = md.times_fs > 0.5 * md.times_fs[-1]
+    temps = {}
+    for el, series in md.T.items():
+        mean, err = block_average(series[half], s.n_blocks)
+        temps[el] = {"mean_K": mean, "err_K": err, "rel_dev": (mean - s.temperature)
+                     / s.temperature}
+    temps_ok = md.blown_up_fs is None and all(
+        abs(t["mean_K"] - s.temperature) <= max(th["temperature_rel"] * s.temperature,
+                                               2.0 * (t["err_K"] if np.isfinite(t["err_K"])
+                                                      else 0.0))
+        for t in temps.values())
+
+    say("rdf", f"{len(md.frames)} MD frames against {len(frames)} reference frames")
+    md_frames = md.frames or [md.atoms]
+    r, g_ref = partial_rdfs(frames, s.rdf_r_max, s.rdf_bins)
+    _, g_md = partial_rdfs(md_frames, s.rdf_r_max, s.rdf_bins)
+    l1 = {f"{a}-{b}": rdf_l1(g_md[(a, b)], g_ref[(a, b)]) for a, b in g_ref}
+    half_a, half_b = frames[: len(frames) // 2], frames[len(frames) // 2:]
+    if half_a:      # the data's own sampling noise: its first half against its second
+        g_a, g_b = partial_rdfs(half_a, s.rdf_r_max, s.rdf_bins)[1], \
+            partial_rdfs(half_b, s.rdf_r_max, s.rdf_bins)[1]
+        l1_noise = {f"{a}-{b}": rdf_l1(g_a[(a, b)], g_b[(a, b)]) for a, b in g_ref}
+    else:
+        l1_noise = {p: float("nan") for p in l1}
+    ref_min = min_pair_distances(frames)
+    md_min = min_pair_distances(md_frames)
+    closest = {f"{a}-{b}": {"md_A": md_min[(a, b)], "data_A": ref_min[(a, b)]}
+               for a, b in ref_min}
+
+    picks = rng.choice(len(frames), min(s.jacobian_frames, len(frames)), replace=False)
+    asym = []
+    for k, f in enumerate(picks):
+        say("jacobian", f"frame {k + 1}/{len(picks)}")
+        atoms = frames[f]
+        idx = np.sort(rng.choice(len(atoms), min(s.jacobian_atoms, len(atoms)), replace=False))
+        asym.append(jacobian_asymmetry(force_jacobian(model.forces, atoms, s.fd_delta, idx)))
+    say("loops", f"{s.n_loops} loops of side {s.loop_side} A")
+    works = random_loop_works(model.forces, [frames[f] for f in picks], s.n_loops,
+                              s.loop_side, rng)
+
+    drift = None
+    if "energy" in model.implemented_properties and s.nve_steps > 0:
+        say("nve", f"{s.nve_steps} NVE steps")
+        drift = nve_drift(model, md.atoms if md.blown_up_fs is None else start,
+                          s.nve_steps, s.timestep)
+
+    reasons = []
+    if md.blown_up_fs is not None:
+        reasons.append(f"blew up at {md.blown_up_fs:.0f} fs (T > {th['blowup_factor']:g} x "
+                       f"target)")
+    elif not temps_ok:
+        reasons.append("species temperatures off target")
+    if any(not (v <= th["rdf_l1"]) for v in l1.values()):
+        reasons.append("RDF differs from the data")
+    if drift is not None and not abs(drift) <= th["nve_drift"]:
+        reasons.append("NVE energy drifts")
+    warnings = []
+    if float(np.mean(asym)) > th["jacobian_asymmetry"]:
+        warnings.append("strongly non-conservative forces")
+    verdict = ("FIT for MD" if not reasons else "NOT FIT for MD: " + "; ".join(reasons)) + (
+        f" (warning: {'; '.join(warnings)})" if warnings else "")
+    return {
+        "model": getattr(model, "label", "B-P"), "kind": model.kind,
+        "settings": asdict(s), "thresholds": th,
+        "n_atoms": len(start), "simulated_fs": float(md.times_fs[-1]),
+        "blown_up_fs": md.blown_up_fs,
+        "temperatures": temps,
+        "rdf_l1": l1, "rdf_l1_data_halves": l1_noise, "closest_approach": closest,
+        "jacobian_asymmetry": {"mean": float(np.mean(asym)), "per_frame": asym},
+        "loop_work": {"side_A": s.loop_side, "mean_abs_meV": 1000 * float(np.abs(works).mean()),
+                      "rms_per_area_eV_A2": float(np.sqrt(np.mean(works ** 2))
+                                                  / s.loop_side ** 2)},
+        "nve_drift_meV_atom_ps": drift,
+        "ok": not reasons, "verdict": verdict,
+        "series": {"times_fs": md.times_fs.tolist(),
+                   "T": {el: v.tolist() for el, v in md.T.items()}},
+        "rdf": {"r": r.tolist(), "md": {f"{a}-{b}": v.tolist() for (a, b), v in g_md.items()},
+                "data": {f"{a}-{b}": v.tolist() for (a, b), v in g_ref.items()}},
+    }
