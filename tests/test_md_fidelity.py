@@ -1,5 +1,5 @@
-"""MD-fidelity measures against analytic cases (dcf.analysis.md_fidelity) and `dcf check-md`
-end to end with real ASE dynamics."""
+"""MD-fidelity measures against analytic cases (dcf.analysis.md_fidelity), species
+temperatures (dcf.dynamics.sampling) and `dcf check-md` end to end with real ASE dynamics."""
 import json
 
 import numpy as np
@@ -10,9 +10,11 @@ from ase.build import bulk
 from ase.geometry.rdf import get_rdf
 from ase.io import write
 
-from dcf.analysis.md_fidelity import (CheckSettings, block_average, check_md, force_jacobian,
+from dcf.analysis.md_fidelity import (CheckSettings, block_average, force_jacobian,
                                       jacobian_asymmetry, loop_work, partial_rdfs,
-                                      random_loop_works, rdf_l1, species_temperatures)
+                                      random_loop_works, rdf_l1)
+from dcf.cli.check_md import check_md
+from dcf.dynamics.sampling import run_md_sample, species_temperatures
 from dcf.data.structures import random_packing
 from test_md import dcf, gentle_model, li_p_o_cell, li_p_o_spec
 
@@ -126,7 +128,6 @@ def test_partial_rdfs_match_ase():
 
 def md_reference(model, n_frames=40):
     """Frames of Langevin MD of `model` on the Li-P-O test cell, 1200 K."""
-    from dcf.analysis.md_fidelity import run_md_sample
     sample = run_md_sample(model, li_p_o_cell(), 1200.0, 2 * 10 * n_frames, rdf_every=10)
     return sample.frames
 

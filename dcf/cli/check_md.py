@@ -8,7 +8,8 @@ finite differences on sample frames, work around small closed loops); for an ene
 (B-P), the NVE energy drift. Prints a table and a one-line verdict with the thresholds used,
 writes a JSON report and a PNG (temperatures, RDF overlays); progress goes to stderr. Exits 1
 when the model is not fit (a species off target by more than the tolerance, or by more than
-twice its statistical error where that is larger; an RDF pair above its L1 tolerance; an NVE
+twice its statistical error where that is larger; an RDF pair above its L1 tolerance, or
+twice the L1 distance between the data's two halves where that is larger; an NVE
 drift above its tolerance; a blow-up). See docs/md.md.
 """
 from __future__ import annotations
@@ -60,6 +61,35 @@ def add_arguments(p) -> None:
     p.add_argument("--plot", default=None, help="PNG (default: the report with .png)")
 
 
+def check_md(model, frames, settings, thresholds: dict | None = None, progress=None) -> dict:
+    """The whole check as data: MD under `settings` (a `dcf.analysis.md_fidelity.
+    CheckSettings`) from frames[settings.start_frame], the NVE drift of an energy model, then
+    `dcf.analysis.md_fidelity.assess` (its report dict). progress(stage, detail) as it runs.
+    The MD (dynamics) and the measures (analysis) are layers apart; this joins them."""
+    from dcf.analysis.md_fidelity import THRESHOLDS, assess
+    from dcf.dynamics.sampling import nve_drift, run_md_sample
+
+    s = settings
+    th = {**THRESHOLDS, **(thresholds or {})}
+    say = progress or (lambda stage, detail: None)
+    start = frames[s.start_frame]
+    model.spec.check_symbols(start.get_chemical_symbols(), "the data")
+
+    def md_progress(step, T):
+        if step % max(s.steps // 50, 1) < 5:
+            say("md", f"step {step}/{s.steps} T {T:.0f} K")
+
+    md = run_md_sample(model, start, s.temperature, s.steps, s.thermostat, s.timestep,
+                       s.damping, rdf_every=s.rdf_every, seed=s.seed,
+                       blowup_factor=th["blowup_factor"], progress=md_progress)
+    drift = None
+    if "energy" in model.implemented_properties and s.nve_steps > 0:
+        say("nve", f"{s.nve_steps} NVE steps")
+        drift = nve_drift(model, md.atoms if md.blown_up_fs is None else start, s.nve_steps,
+                          s.timestep)
+    return assess(model, frames, md, s, drift, th, progress)
+
+
 def table(report: dict) -> str:
     """The report as text: species temperatures, RDF distances, non-conservation, verdict."""
     target = report["settings"]["temperature"]
@@ -85,7 +115,8 @@ def table(report: dict) -> str:
                                  else f"{drift:+.3f} meV/atom/ps"))
     th = report["thresholds"]
     lines.append(f"verdict: {report['verdict']} [thresholds: |dT|/T <= "
-                 f"{th['temperature_rel']:g} or 2 sigma, RDF L1 <= {th['rdf_l1']:g}, "
+                 f"{th['temperature_rel']:g} or 2 sigma, RDF L1 <= {th['rdf_l1']:g} or 2x data "
+                 f"halves, "
                  f"|drift| <= {th['nve_drift']:g} meV/atom/ps, asymmetry warn > "
                  f"{th['jacobian_asymmetry']:g}]")
     return "\n".join(lines)
@@ -94,7 +125,7 @@ def table(report: dict) -> str:
 def run(args) -> int:
     from ase.io import read
 
-    from dcf.analysis.md_fidelity import CheckSettings, check_md, data_temperature
+    from dcf.analysis.md_fidelity import CheckSettings, data_temperature
     from dcf.analysis.plots import md_fidelity_plot
     from dcf.files import write_atomic
     from dcf.models import ModelFileError, load_model
