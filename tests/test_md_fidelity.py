@@ -187,3 +187,15 @@ def test_check_md_command_rejects_data_without_temperature(tmp_path, rng):
     assert not list(tmp_path.glob("*.json"))
     out = dcf("check-md", tmp_path / "bp.dcf", tmp_path / "missing.extxyz")
     assert "missing.extxyz does not exist" in out.stderr
+
+
+def test_a_model_that_heats_the_atoms_is_stopped_and_judged_unfit(rng):
+    model = gentle_model("dcf", li_p_o_spec(), rng)
+    frames = md_reference(model, n_frames=5)
+    for net in model.networks.values():
+        net.force_scale = 200.0                 # a hard, non-conservative force field
+    settings = CheckSettings(temperature=1200.0, steps=2000, rdf_r_max=4.0, jacobian_frames=1,
+                             jacobian_atoms=3, n_loops=1)
+    report = check_md(model, frames, settings)
+    assert report["blown_up_fs"] is not None and report["simulated_fs"] < 2000.0
+    assert not report["ok"] and report["verdict"].startswith("NOT FIT for MD: blew up at")

@@ -52,8 +52,8 @@ def run_md_sample(model, start, temperature: float, steps: int, thermostat: str 
     """Thermostatted MD with `model` from a copy of `start` (thermal velocities at
     `temperature` K, zero total momentum), recording species temperatures every `every` steps
     and frames for the RDF every `rdf_every` steps of the second half. Stops early, as blown
-    up, when the temperature exceeds `blowup_factor` times the target. progress(step, T) is
-    called at every record."""
+    up, when the temperature exceeds `blowup_factor` times the target or a force call fails
+    (ValueError: atoms on top of each other). progress(step, T) is called at every record."""
     atoms = start.copy()
     atoms.calc = model.calculator()
     thermal_velocities(atoms, temperature, seed)
@@ -64,7 +64,11 @@ def run_md_sample(model, start, temperature: float, steps: int, thermostat: str 
     done = 0
     while done < steps:
         n = min(every, steps - done)
-        dyn.run(n)
+        try:
+            dyn.run(n)
+        except (ValueError, FloatingPointError):    # e.g. atoms on top of each other
+            blown = (done + n) * timestep
+            break
         done += n
         temps.append(species_temperatures(atoms))
         t_all.append(atoms.get_temperature())
@@ -78,6 +82,9 @@ def run_md_sample(model, start, temperature: float, steps: int, thermostat: str 
         if not np.isfinite(t_all[-1]) or t_all[-1] > blowup_factor * temperature:
             blown = done * timestep
             break
+    if not temps:                   # the first force calls failed
+        temps, t_all, times = [species_temperatures(atoms)], [atoms.get_temperature()], [0.0]
+        epot = [np.nan] if has_energy else []
     els = list(temps[0])
     return MDSample(np.array(times), {el: np.array([t[el] for t in temps]) for el in els},
                     np.array(t_all), np.array(epot) if has_energy else None, frames, blown,
@@ -93,7 +100,10 @@ def nve_drift(model, atoms, steps: int, timestep: float = 1.0, every: int = 5) -
     dyn = make_dynamics(atoms, "nve", 0.0, timestep)
     times, totals = [0.0], [atoms.get_total_energy()]
     for k in range(steps // every):
-        dyn.run(every)
+        try:
+            dyn.run(every)
+        except (ValueError, FloatingPointError):    # blown up: the slope so far
+            break
         times.append((k + 1) * every * timestep)
         totals.append(atoms.get_total_energy())
     return energy_drift(times, totals, len(atoms))
