@@ -220,6 +220,38 @@ class CheckSettings:
     nve_steps: int = 2000
 
 
+def species_summary(times_fs, T: dict, target: float, n_blocks: int = 10) -> dict:
+    """Per element: the mean temperature over the second half of the run (times_fs (n,),
+    T[el] (n,) K), its block-average error and its relative deviation from `target` K."""
+    half = np.asarray(times_fs) > 0.5 * times_fs[-1]
+    out = {}
+    for el, series in T.items():
+        mean, err = block_average(np.asarray(series)[half], n_blocks)
+        out[el] = {"mean_K": mean, "err_K": err, "rel_dev": (mean - target) / target}
+    return out
+
+
+def compare_structure(md_frames, frames, r_max: float, n_bins: int) -> dict:
+    """Partial RDFs of `md_frames` against the reference `frames`: the L1 distance per pair
+    ("A-B"), the data's own between its first and second half (its sampling noise), the
+    closest approach of each pair in both (A), and the curves for a plot."""
+    r, g_ref = partial_rdfs(frames, r_max, n_bins)
+    g_md = partial_rdfs(md_frames, r_max, n_bins)[1]
+    name = {p: f"{p[0]}-{p[1]}" for p in g_ref}
+    l1 = {name[p]: rdf_l1(g_md[p], g_ref[p]) for p in g_ref}
+    noise = {v: float("nan") for v in name.values()}
+    if len(frames) >= 2:
+        g_a = partial_rdfs(frames[: len(frames) // 2], r_max, n_bins)[1]
+        g_b = partial_rdfs(frames[len(frames) // 2:], r_max, n_bins)[1]
+        noise = {name[p]: rdf_l1(g_a[p], g_b[p]) for p in g_ref}
+    ref_min, md_min = min_pair_distances(frames), min_pair_distances(md_frames)
+    return {"rdf_l1": l1, "rdf_l1_data_halves": noise,
+            "closest_approach": {name[p]: {"md_A": md_min[p], "data_A": ref_min[p]}
+                                 for p in ref_min},
+            "rdf": {"r": r.tolist(), "md": {name[p]: v.tolist() for p, v in g_md.items()},
+                    "data": {name[p]: v.tolist() for p, v in g_ref.items()}}}
+
+
 def assess(model, frames, md, settings: CheckSettings, nve_drift: float | None = None,
            thresholds: dict | None = None, progress=None) -> dict:
     """All MD-fidelity measures of `model` against the reference `frames` (list of ase.Atoms),
@@ -238,34 +270,16 @@ def assess(model, frames, md, settings: CheckSettings, nve_drift: float | None =
     say = progress or (lambda stage, detail: None)
     rng = np.random.default_rng(s.seed)
     start = frames[s.start_frame]
-    half = md.times_fs > 0.5 * md.times_fs[-1]
-    temps = {}
-    for el, series in md.T.items():
-        mean, err = block_average(series[half], s.n_blocks)
-        temps[el] = {"mean_K": mean, "err_K": err, "rel_dev": (mean - s.temperature)
-                     / s.temperature}
+    temps = species_summary(md.times_fs, md.T, s.temperature, s.n_blocks)
     temps_ok = md.blown_up_fs is None and all(
         abs(t["mean_K"] - s.temperature) <= max(th["temperature_rel"] * s.temperature,
-                                               2.0 * (t["err_K"] if np.isfinite(t["err_K"])
-                                                      else 0.0))
+                                               2.0 * np.nan_to_num(t["err_K"]))
         for t in temps.values())
 
     say("rdf", f"{len(md.frames)} MD frames against {len(frames)} reference frames")
     md_frames = md.frames or [md.atoms]
-    r, g_ref = partial_rdfs(frames, s.rdf_r_max, s.rdf_bins)
-    _, g_md = partial_rdfs(md_frames, s.rdf_r_max, s.rdf_bins)
-    l1 = {f"{a}-{b}": rdf_l1(g_md[(a, b)], g_ref[(a, b)]) for a, b in g_ref}
-    half_a, half_b = frames[: len(frames) // 2], frames[len(frames) // 2:]
-    if half_a:      # the data's own sampling noise: its first half against its second
-        g_a, g_b = partial_rdfs(half_a, s.rdf_r_max, s.rdf_bins)[1], \
-            partial_rdfs(half_b, s.rdf_r_max, s.rdf_bins)[1]
-        l1_noise = {f"{a}-{b}": rdf_l1(g_a[(a, b)], g_b[(a, b)]) for a, b in g_ref}
-    else:
-        l1_noise = {p: float("nan") for p in l1}
-    ref_min = min_pair_distances(frames)
-    md_min = min_pair_distances(md_frames)
-    closest = {f"{a}-{b}": {"md_A": md_min[(a, b)], "data_A": ref_min[(a, b)]}
-               for a, b in ref_min}
+    structure = compare_structure(md_frames, frames, s.rdf_r_max, s.rdf_bins)
+    l1, l1_noise = structure["rdf_l1"], structure["rdf_l1_data_halves"]
 
     picks = rng.choice(len(frames), min(s.jacobian_frames, len(frames)), replace=False)
     asym = []
@@ -301,7 +315,8 @@ def assess(model, frames, md, settings: CheckSettings, nve_drift: float | None =
         "n_atoms": len(start), "simulated_fs": float(md.times_fs[-1]),
         "blown_up_fs": md.blown_up_fs,
         "temperatures": temps,
-        "rdf_l1": l1, "rdf_l1_data_halves": l1_noise, "closest_approach": closest,
+        "rdf_l1": l1, "rdf_l1_data_halves": l1_noise,
+        "closest_approach": structure["closest_approach"],
         "jacobian_asymmetry": {"mean": float(np.mean(asym)), "per_frame": asym},
         "loop_work": {"side_A": s.loop_side, "mean_abs_meV": 1000 * float(np.abs(works).mean()),
                       "rms_per_area_eV_A2": float(np.sqrt(np.mean(works ** 2))
@@ -310,6 +325,5 @@ def assess(model, frames, md, settings: CheckSettings, nve_drift: float | None =
         "ok": not reasons, "verdict": verdict,
         "series": {"times_fs": md.times_fs.tolist(),
                    "T": {el: v.tolist() for el, v in md.T.items()}},
-        "rdf": {"r": r.tolist(), "md": {f"{a}-{b}": v.tolist() for (a, b), v in g_md.items()},
-                "data": {f"{a}-{b}": v.tolist() for (a, b), v in g_ref.items()}},
+        "rdf": structure["rdf"],
     }
