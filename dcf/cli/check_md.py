@@ -23,11 +23,14 @@ HELP = "MD fitness of a model: species temperatures, RDFs, non-conservation, dri
 
 def add_arguments(p) -> None:
     from dcf.analysis.md_fidelity import THRESHOLDS, CheckSettings
+    from dcf.cli._frames import add_format_arguments
     from dcf.dynamics.md import THERMOSTATS
 
     d = CheckSettings(temperature=0.0)
     p.add_argument("model", help="model file (.dcf) from dcf train")
-    p.add_argument("data", help="reference frames (any file ase.io reads)")
+    p.add_argument("data", help="reference frames (any file ase.io reads, a DeePMD system or "
+                   "n2p2 input.data)")
+    add_format_arguments(p)
     p.add_argument("--index", default=":", help="frames of DATA, ase syntax (default ':')")
     p.add_argument("--temperature", type=float, default=None,
                    help="K (default: the data's target_temperature_K, or its mean kinetic "
@@ -123,9 +126,8 @@ def table(report: dict) -> str:
 
 
 def run(args) -> int:
-    from ase.io import read
-
     from dcf.analysis.md_fidelity import CheckSettings, data_temperature
+    from dcf.cli._frames import read_input
     from dcf.analysis.plots import md_fidelity_plot
     from dcf.files import write_atomic
     from dcf.models import ModelFileError, load_model
@@ -136,13 +138,7 @@ def run(args) -> int:
         model = load_model(args.model)
     except ModelFileError as err:
         raise SystemExit(f"dcf check-md: {err}") from None
-    if not Path(args.data).is_file():
-        raise SystemExit(f"dcf check-md: {args.data} does not exist")
-    try:
-        frames = read(args.data, index=args.index)
-    except Exception as err:       # ase raises many kinds for unreadable files
-        raise SystemExit(f"dcf check-md: cannot read {args.data}: {err}") from None
-    frames = [frames] if hasattr(frames, "positions") else list(frames)
+    frames = read_input("check-md", args.data, args.index, args)
     if not frames or not all(f.pbc.all() for f in frames):
         raise SystemExit(f"dcf check-md: {args.data} needs periodic frames (for the RDFs)")
     temperature = args.temperature if args.temperature is not None \
