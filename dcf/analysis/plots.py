@@ -114,3 +114,52 @@ def error_histograms(parity: dict, out_dir, label: str, n_bins: int = 10) -> lis
     return [error_histogram_plot(p["ref"], p["pred"], f"{label}: {el}",
                                  out_dir / f"error_by_F_{_safe(label)}_{el}.png", n_bins)
             for el, p in parity.items() if len(p["ref"])]
+
+
+def md_fidelity_plot(report: dict, path) -> Path:
+    """The MD check of one model as one PNG: species temperatures against time (target and
+    the +-5 % band) and each partial RDF of the MD over the reference data's, with its L1
+    distance. `report` is the dict of `dcf.analysis.md_fidelity.check_md`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dcf.files import write_atomic
+
+    target = report["settings"]["temperature"]
+    rdf = report["rdf"]
+    pairs = list(rdf["data"])
+    ncol = min(4, len(pairs) + 1)
+    nrow = -(-(len(pairs) + 1) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), dpi=110,
+                             squeeze=False)
+    axes = axes.ravel()
+    ax = axes[0]
+    t_ps = np.asarray(report["series"]["times_fs"]) / 1000.0
+    for el, T in report["series"]["T"].items():
+        ax.plot(t_ps, T, lw=0.6, label=el)
+    ax.axhline(target, color="k", lw=0.8)
+    ax.axhspan(0.95 * target, 1.05 * target, color="k", alpha=0.1)
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel("species temperature (K)")
+    ax.set_title(report["verdict"][:60], fontsize=7)
+    ax.legend(fontsize=6)
+    r = np.asarray(rdf["r"])
+    for ax, pair in zip(axes[1:], pairs):
+        ax.plot(r, rdf["data"][pair], "k-", lw=1.0, label="data")
+        ax.plot(r, rdf["md"][pair], "C3-", lw=0.9, label="MD")
+        ax.set_title(f"{pair}: L1 {report['rdf_l1'][pair]:.3f}", fontsize=8)
+        ax.set_xlabel("r (Å)")
+        ax.set_ylabel("g(r)")
+        ax.legend(fontsize=6)
+    for ax in axes[len(pairs) + 1:]:
+        ax.axis("off")
+    fig.suptitle(f"{report['model']}: {report['settings']['thermostat']} "
+                 f"{target:.0f} K, {report['simulated_fs'] / 1000:.1f} ps", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+    return path

@@ -30,12 +30,19 @@ def add_arguments(p) -> None:
     p.add_argument("structure", help="starting structure (any file ase.io reads, a DeePMD "
                    "system or n2p2 input.data; last frame)")
     add_format_arguments(p)
-    p.add_argument("--thermostat", choices=THERMOSTATS, default="langevin")
+    p.add_argument("--thermostat", choices=THERMOSTATS, default="langevin",
+                   help="langevin (default; local: use it with DCF, whose non-conservative "
+                        "forces heat species unevenly), bussi or nose-hoover (global: sound "
+                        "with B-P; with DCF they let species sit at different temperatures: "
+                        "measured in docs/md.md), nve (diagnostics); "
+                        "check a model with `dcf check-md` first")
     p.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
     p.add_argument("--steps", type=int, required=True, help="number of MD steps")
     p.add_argument("--timestep", type=float, default=1.0, help="fs (default 1)")
     p.add_argument("--damping", type=float, default=100.0,
-                   help="thermostat time constant, fs (default 100)")
+                   help="thermostat time constant, fs (default 100; an undertrained DCF "
+                        "model may need 5-10 fs Langevin to keep its species near the "
+                        "target, see docs/md.md)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of velocities and thermostat (a restart derives the thermostat's "
                         "from it and the step, so no random force is replayed)")
