@@ -19,8 +19,8 @@ import sys
 import time
 
 # the order commands are listed in `dcf --help`; modules not named here follow, sorted
-ORDER = ("spec", "generate", "featurize", "train", "evaluate", "check-forces", "md", "ipi",
-         "lammps", "bench", "reactions")
+ORDER = ("spec", "generate", "featurize", "train", "evaluate", "check-forces", "md", "check-md",
+         "ipi", "lammps", "bench", "reactions")
 
 
 def commands() -> list[str]:
