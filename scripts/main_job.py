@@ -3,9 +3,9 @@ version). Every step is a `dcf` command, printed before it runs so that it can b
 hand; its output goes to the terminal and to OUT/logs/. At the end OUT/summary.md collects the
 accuracy table, the MD runs and the cost table.
 
-    data -> fingerprints -> DCF (paper head: NN1, NN2, NN3; covariant head) and B–P models
-         -> accuracy (Table 1, parity plots) -> Langevin MD through ASE and through a real
-         i-PI server -> cost per atom-step of DCF and B–P on system B
+    data -> fingerprints -> DCF (pairwise head; paper head: NN1, NN2, NN3; covariant head)
+         and B–P models -> accuracy (Table 1, parity plots) -> Langevin MD through ASE and
+         through a real i-PI server -> `dcf check-md` -> cost per atom-step on system B
 """
 from __future__ import annotations
 
@@ -24,14 +24,17 @@ DATA = ROOT / "dcf" / "data" / "li4p2o7_xtb_3000K.extxyz"
 DCF = [sys.executable, "-m", "dcf"]
 
 #                         training minutes per model, MD steps (ASE, i-PI), cost repeats
-SETTINGS = {"full": dict(minutes=3.0, ase_steps=1000, ipi_steps=1000, repeats=5),
-            "quick": dict(minutes=0.3, ase_steps=200, ipi_steps=200, repeats=3)}
-MODELS = {"dcf-paper": ["--model", "dcf", "--head", "paper"],
+SETTINGS = {"full": dict(minutes=2.5, ase_steps=5000, ipi_steps=1000, check_steps=5000,
+                         repeats=5),
+            "quick": dict(minutes=0.3, ase_steps=200, ipi_steps=200, check_steps=200,
+                          repeats=3)}
+MODELS = {"dcf-pairwise": ["--model", "dcf", "--head", "pairwise"],
+          "dcf-paper": ["--model", "dcf", "--head", "paper"],
           "dcf-covariant": ["--model", "dcf", "--head", "covariant"],
           "bp": ["--model", "bp"]}
-MD_MODEL = "dcf-covariant"
+MD_MODEL = "dcf-pairwise"
 MD_TEMPERATURE = 3000.0        # K, the temperature of the training trajectory
-MD_DAMPING = 20.0              # fs: DCF forces do non-conservative work; couple strongly
+MD_DAMPING = 100.0             # fs: the standard Langevin coupling
 
 
 class Job:
@@ -47,8 +50,9 @@ class Job:
     def header(self, text: str) -> None:
         print(f"\n=== [{time.monotonic() - self.t0:6.0f} s] {text}", flush=True)
 
-    def run(self, name: str, args, cwd=None) -> str:
-        """Run `dcf ARGS`, streaming stdout (progress bars on stderr pass through)."""
+    def run(self, name: str, args, cwd=None, ok=(0,)) -> str:
+        """Run `dcf ARGS`, streaming stdout (progress bars on stderr pass through); an exit
+        code outside `ok` stops the job."""
         cmd = [*DCF, *map(str, args)]
         print("$ dcf " + " ".join(map(str, args)), flush=True)
         start = time.monotonic()
@@ -64,7 +68,7 @@ class Job:
         (self.logs / f"{name}.log").write_text(text)
         self.steps.append({"step": name, "command": "dcf " + " ".join(map(str, args)),
                            "seconds": round(time.monotonic() - start, 1)})
-        if rc != 0:
+        if rc not in ok:
             raise SystemExit(f"main job: step {name!r} failed (exit {rc}); see the output above")
         return text
 
@@ -134,14 +138,14 @@ def costs(models: dict[str, Path], repeats: int) -> list[dict]:
 
 
 def write_summary(out: Path, mode: str, job: Job, accuracy: str, ase_md: dict, ipi_md: dict,
-                  cost_rows: list[dict]) -> Path:
+                  check_md: str, cost_rows: list[dict]) -> Path:
     lines = [f"# dcf main job ({mode})", "",
              f"Data: `{DATA.relative_to(ROOT)}` (250 frames of 26-atom Li8P4O14 at 3000 K, "
              f"GFN1-xTB), Table S4 fingerprints, 20 % of the frames held out for testing.", "",
              "## Accuracy on the held-out frames (Table 1 style; forces in eV/A)", "",
              "```", accuracy.strip(), "```", "",
              "Parity plots: `plots/`. Full report: `accuracy.json`.", "",
-             "## Thermostatted MD with the DCF model (covariant head)", "",
+             f"## Thermostatted MD with the DCF model ({MD_MODEL})", "",
              f"Langevin thermostats with a {MD_DAMPING:g} fs time constant, started from the "
              f"last frame of the data with fresh {MD_TEMPERATURE:g} K velocities. DCF forces "
              f"are not conservative: a mean T above the target measures the model's "
@@ -153,6 +157,7 @@ def write_summary(out: Path, mode: str, job: Job, accuracy: str, ase_md: dict, i
              f"{ipi_md['steps']} steps: mean "
              f"T over the second half {ipi_md['mean_T_second_half_K']:.0f} K (target "
              f"{MD_TEMPERATURE:.0f} K); `ipi/`.", "",
+             "## Fit for MD? (`dcf check-md`)", "", "```", check_md.strip(), "```", "",
              "## Cost per MD step on the paper's system B (208 atoms, one thread, ASE Langevin)",
              "", "| model | ms/step (median) | IQR ms | us/atom/step |", "|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['ms_per_step']:.2f} | {r['iqr_ms']:.2f} | "
@@ -182,25 +187,25 @@ def main(argv=None) -> int:
     job = Job(out)
     threads = str(os.cpu_count() or 1)
 
-    job.header("1/6 fingerprints of the embedded trajectory (Table S4)")
+    job.header("1/7 fingerprints of the embedded trajectory (Table S4)")
     job.run("featurize", ["featurize", DATA, "--spec", "mailoa2019-S4", "--out", "features.h5",
                           "--test-fraction", 0.2, "--seed", 0])
 
     models = {}
     for k, (name, extra) in enumerate(MODELS.items(), 1):
-        job.header(f"2/6 training {name} ({k}/{len(MODELS)}, {s['minutes']} min budget)")
+        job.header(f"2/7 training {name} ({k}/{len(MODELS)}, {s['minutes']} min budget)")
         job.run(f"train-{name}", ["train", "features.h5", *extra, "--out", f"{name}.dcf",
                                   "--max-minutes", s["minutes"], "--threads", threads,
                                   "--restart"])
         models[name] = out / f"{name}.dcf"
 
-    job.header("3/6 accuracy on the held-out frames, side by side")
+    job.header("3/7 accuracy on the held-out frames, side by side")
     job.run("evaluate", ["evaluate", *(f"{n}.dcf" for n in models), "features.h5",
                          "--report", "accuracy.json", "--plots", "plots"])
     accuracy = (job.logs / "evaluate.log").read_text()
     accuracy = accuracy[:accuracy.find("\nwrote")] if "\nwrote" in accuracy else accuracy
 
-    job.header(f"4/6 Langevin MD through ASE with {MD_MODEL}")
+    job.header(f"4/7 Langevin MD through ASE with {MD_MODEL}")
     for stale in ("md-ase.traj", "md-ase.log"):
         (out / stale).unlink(missing_ok=True)
     job.run("md-ase", ["md", f"{MD_MODEL}.dcf", DATA, "--thermostat", "langevin",
@@ -210,17 +215,22 @@ def main(argv=None) -> int:
                        "--traj", "md-ase.traj"])
     ase_md = md_summary(out / "md-ase.log")
 
-    job.header(f"5/6 Langevin MD through a real i-PI server with {MD_MODEL}")
+    job.header(f"5/7 Langevin MD through a real i-PI server with {MD_MODEL}")
     ipi_md = run_ipi(job, models[MD_MODEL], s["ipi_steps"])
 
-    job.header("6/6 cost per MD step on system B (208 atoms), one thread")
+    job.header(f"6/7 is {MD_MODEL} fit for MD? dcf check-md")
+    check_md = job.run("check-md", ["check-md", f"{MD_MODEL}.dcf", DATA, "--steps",
+                                    s["check_steps"], "--report", "check-md.json",
+                                    "--plot", "check-md.png"], ok=(0, 1))
+
+    job.header("7/7 cost per MD step on system B (208 atoms), one thread")
     cost_rows = costs(models, s["repeats"])
     for r in cost_rows:
         print(f"{r['model']:>14s}: {r['ms_per_step']:8.2f} ms/step  "
               f"{r['us_per_atom_step']:7.1f} us/atom/step")
     (out / "costs.json").write_text(json.dumps(cost_rows, indent=1))
 
-    path = write_summary(out, mode, job, accuracy, ase_md, ipi_md, cost_rows)
+    path = write_summary(out, mode, job, accuracy, ase_md, ipi_md, check_md, cost_rows)
     print(f"\n{path.read_text()}")
     print(f"main job done in {time.monotonic() - job.t0:.0f} s; outputs in {out}")
     return 0
