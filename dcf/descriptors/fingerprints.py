@@ -76,7 +76,14 @@ _RADIAL = ("G1", "G2", "G3")
 
 
 def _compile(spec: FingerprintSpec, center: str, kernel):
-    """Flatten the terms of one central element into the kernel's arrays."""
+    """The terms of one central element bound for `kernel` (its CompiledTerms)."""
+    return kernel.CompiledTerms(*term_arrays(spec, center, kernel))
+
+
+def term_arrays(spec: FingerprintSpec, center: str, kernel=_portable):
+    """The terms of one central element flattened into the arrays of the kernels' `Terms`
+    (dcf/_ext/terms.pxd, one per pointer field, by name) and the counts
+    (n_species, nG, nA) that go with them."""
     species = {el: s for s, el in enumerate(spec.elements)}
     ns = len(species)
     g_terms, a_terms = spec.invariant_terms(center), spec.vector_terms(center)
@@ -145,7 +152,7 @@ def _compile(spec: FingerprintSpec, center: str, kernel):
     arrays["ang_kzl"] = arrays["ang_coef"] * arrays["ang_zeta"] * arrays["ang_lambda"]
     arrays["ang_mate"] = _mates(arrays)
     arrays["grp_fused"], arrays["ang_slot"] = _fused_slots(arrays, kernel.FUSED_MAX_LOG2_ZETA)
-    return kernel.CompiledTerms(arrays, ns, len(g_terms), len(a_terms))
+    return arrays, ns, len(g_terms), len(a_terms)
 
 
 def _pair_polynomials(k: dict):
@@ -264,6 +271,8 @@ class Featurizer:
     "portable" (`kernel_module`); the builds agree to round-off. skin (Angstrom): with
     skin > 0 the neighbor list is a `VerletList`, rebuilt only once some atom has moved
     skin / 2 (MD, where one Featurizer sees the same atoms step after step).
+    check_scratch: set True for a debug run of the kernels (`compute(check=True)`: NaN-filled
+    scratch with guard bands), which raises RuntimeError if a kernel oversteps its scratch.
     """
 
     def __init__(self, spec: FingerprintSpec | str, num_threads: int | None = None,
@@ -282,6 +291,7 @@ class Featurizer:
             self._species_of[atomic_numbers[el]] = s
         self.kernel = self._kernel.simd()
         self._compiled = {el: _compile(self.spec, el, self._kernel) for el in self.spec.elements}
+        self.check_scratch = False
 
     def environment(self, atoms, source: str = "structure",
                     part: tuple[int, int] = (0, 1)) -> Environment:
@@ -369,7 +379,7 @@ class Featurizer:
             self._kernel.compute(terms, _MODES["derivatives" if derivatives else "values"],
                             env.pfirst[el], env.entry[el], nl.j, nl.D, nl.d, env.species,
                             G.reshape(-1), A.reshape(-1), dG.reshape(-1), dA.reshape(-1),
-                            empty, empty, self.num_threads)
+                            empty, empty, self.num_threads, self.check_scratch)
             out.G[el], out.A[el], out.index[el] = G, A, env.centers[el]
             if derivatives:
                 out.dG[el], out.dA[el] = dG, dA
@@ -398,7 +408,7 @@ class Featurizer:
             scratch = np.zeros(n_c * terms.nG)
             self._kernel.compute(terms, _MODES["forces"], env.pfirst[el], env.entry[el], nl.j, nl.D,
                             nl.d, env.species, scratch, empty, empty, empty, w.reshape(-1),
-                            gpair.reshape(-1), self.num_threads)
+                            gpair.reshape(-1), self.num_threads, self.check_scratch)
             self._kernel.scatter_forces(env.centers[el], env.pfirst[el], env.entry[el], nl.j, nl.D,
                                    gpair, forces, virial)
         return forces, virial
