@@ -18,9 +18,11 @@ MIXES = {
     "G1 only": [{"kind": "G1", "neighbors": "*"}],
     "radial, three cutoffs": [
         {"kind": "G2", "neighbors": ["O"], "eta": 0.5, "Rs": 1.0, "Rc": 2.5},
-        {"kind": "G3", "neighbors": "*", "kappa": 2.0, "Rc": 3.1}, {"kind": "G1", "neighbors": "*"}],
+        {"kind": "G3", "neighbors": "*", "kappa": 2.0, "Rc": 3.1},
+        {"kind": "G1", "neighbors": "*"}],
     "fused G4, zeta to 16": [
-        {"kind": "G4", "neighbors": "*", "zeta": [1, 2, 4, 8, 16], "lambda": [1, -1], "eta": 0.01}],
+        {"kind": "G4", "neighbors": "*", "zeta": [1, 2, 4, 8, 16], "lambda": [1, -1],
+         "eta": 0.01}],
     "G4 with no polynomial": [
         {"kind": "G4", "neighbors": ["Li-O"], "zeta": [1, 3], "lambda": 1, "eta": 2.0}],
     "G5 with non-integer zeta": [
@@ -111,6 +113,15 @@ def test_scratch_layout_is_contiguous_and_grows_with_m(kernel):
             assert lay["size"] >= previous["size"] and lay["isize"] >= previous["isize"]
         previous = lay
     assert lay["r"][2] == 300 and lay["D"][2] == 900 and lay["bstart"][2] == 301
+    for kind in ("tw-gradients", "tw-values"):       # each pass's views fit in region tw
+        views = [v for v in lay.values() if isinstance(v, tuple) and v[0] == kind]
+        end = 0
+        for _, start, length in views:
+            assert start == end
+            end = start + length
+        assert end <= lay["tw"][2]
+    n_rc, n_fac = lay["fc"][2] // 300, lay["P"][2] // 300
+    assert lay["tw.u1"][2] == 900 and lay["tw.columns"][2] == lay["stride"] * (6 + n_fac + n_rc)
 
 
 def test_every_build_exports_the_same_constants():

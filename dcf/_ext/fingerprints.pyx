@@ -31,7 +31,9 @@ from dcf._ext.terms cimport (Terms, MODE_VALUES, MODE_DERIVATIVES, MODE_FORCES, 
                              KIND_G2, KIND_G3, KIND_G4, KIND_G5, NPOLY, NPOW2)
 from dcf._ext.scratch cimport (DCF_LANES, Scratch, scratch_layout, N_REGIONS, N_INT_REGIONS,
                                S_R, S_D, S_FC, S_DFC, S_P, S_DP, S_V, S_J, S_PCS, S_PRJK2,
-                               S_IR, S_Q, S_DQ, S_TW, S_SP, S_PARTNER, S_BSTART)
+                               S_IR, S_Q, S_DQ, S_TW, S_SP, S_PARTNER, S_BSTART,
+                               N_GRADIENT_VIEWS, G_BASE, G_U1, G_U2, G_W1, G_W2, G_ASUM,
+                               G_BSUM, G_P1, G_P, N_VALUE_VIEWS, V_COLUMNS, V_LANES)
 
 cnp.import_array()
 
@@ -177,14 +179,19 @@ cdef class CompiledTerms:
 
     def scratch(self, Py_ssize_t m):
         """The scratch layout (scratch.pxd) of a central atom with m entries in this build:
-        {region name: ("double" or "int", start, length)} and the totals "size" (doubles),
-        "isize" (ints)."""
+        {region name: ("double" or "int", start, length)}, the views of region "tw"
+        {"tw.NAME": ("tw-gradients" or "tw-values", start within tw, length)}, the totals
+        "size" (doubles), "isize" (ints) and the values columns' "stride"."""
         cdef Scratch s = scratch_layout(&self.t, m, 0)
         cdef int k
         out = {SCRATCH_REGIONS[k]: ("double", s.start[k], s.length[k]) for k in range(N_REGIONS)}
         out.update({SCRATCH_REGIONS[N_REGIONS + k]: ("int", s.istart[k], s.ilength[k])
                     for k in range(N_INT_REGIONS)})
-        out["size"], out["isize"] = s.size, s.isize
+        out.update({f"tw.{name}": ("tw-gradients", s.gstart[k], s.glength[k])
+                    for k, name in enumerate(SCRATCH_VIEWS["gradients"])})
+        out.update({f"tw.{name}": ("tw-values", s.vstart[k], s.vlength[k])
+                    for k, name in enumerate(SCRATCH_VIEWS["values"])})
+        out["size"], out["isize"], out["stride"] = s.size, s.isize, s.stride
         return out
 
 
@@ -490,10 +497,12 @@ cdef void _powers2(int cnt, const double* cs, double la, double lb, int iz, doub
 cdef void _angular_gradients(const Terms* t, bint forces, int nblock, const int* bstart,
                              const int* sp, const double* r, const double* ir, const double* D,
                              const double* P, const double* dP, int* partner, double* pcs,
-                             double* prjk2, double* Q, double* dQ, double* tw, double* G,
-                             double* dG, const double* w, double* gp) noexcept nogil:
+                             double* prjk2, double* Q, double* dQ, double* tw,
+                             const Scratch* lay, double* G, double* dG, const double* w,
+                             double* gp) noexcept nogil:
     """G4/G5 values with derivatives: dG (m, nG, 3) blocks, or, with `forces`, the
-    contraction gp (m, 3) += sum_a w_a dG_a/dD_n.
+    contraction gp (m, 3) += sum_a w_a dG_a/dD_n. tw: the work region, in the G_* views
+    of `lay`.
 
     Per (n1, group) and partner n2, with base = P1 P2 Q, x = 1 + lambda cos:
       dG_a/dD1 = coef (zeta lambda x^(zeta-1) u1 + x^zeta w1), u1 = base d cos/dD1,
@@ -515,15 +524,15 @@ cdef void _angular_gradients(const Terms* t, bint forces, int nblock, const int*
     cdef double ir1, ir2, P1, dP1, P2, Qc, cs, h, h1, h2, a, f1, f2
     cdef double kza, kzb, cfa, cfb, aa, ab, ba, bb, ga, gb, x1, x2, c11, c12, c22
     cdef double s0a, s1a, s2a, s0b, s1b, s2b
-    cdef double* base = tw
-    cdef double* u1 = tw + m            # u1[k * m + c]
-    cdef double* u2 = u1 + 3 * m
-    cdef double* w1 = u2 + 3 * m
-    cdef double* w2 = w1 + 3 * m
-    cdef double* asum = w2 + 3 * m
-    cdef double* bsum = asum + m
-    cdef double* p1 = bsum + m          # p1[2c + i] = x_i^(zeta-1), p[2c + i] = x_i^zeta
-    cdef double* p = p1 + 2 * m
+    cdef double* base = tw + lay.gstart[G_BASE]
+    cdef double* u1 = tw + lay.gstart[G_U1]         # u1[k * m + c]
+    cdef double* u2 = tw + lay.gstart[G_U2]
+    cdef double* w1 = tw + lay.gstart[G_W1]
+    cdef double* w2 = tw + lay.gstart[G_W2]
+    cdef double* asum = tw + lay.gstart[G_ASUM]
+    cdef double* bsum = tw + lay.gstart[G_BSUM]
+    cdef double* p1 = tw + lay.gstart[G_P1]         # p1[2c + i] = x_i^(zeta-1),
+    cdef double* p = tw + lay.gstart[G_P]           # p[2c + i] = x_i^zeta
     cdef double* d1
     cdef double* d2
     for b1 in range(nblock):
@@ -673,18 +682,21 @@ cdef inline double _vector_weight(const Terms* t, int tt, double r, double fc, d
 
 
 cdef void _values(const Terms* t, Py_ssize_t m, int nblock, const int* bstart, const int* sp,
-                  const double* r, const double* ir, const double* D, double* P, double* tw,
-                  int* partner, double* pcs, double* prjk2, double* Q, double* G, double* V,
-                  double* J) noexcept nogil:
+                  const double* r, const double* ir, const double* D, double* P, double* work,
+                  const Scratch* lay, int* partner, double* pcs, double* prjk2, double* Q,
+                  double* G, double* V, double* J) noexcept nogil:
     """Fingerprint values of one central atom (no derivatives), column by column in the
     vector loops of radial.h and triplets.h: G, and the sums V (nA, 3) of V1 and J[9 a] =
-    sum |D| g of the covariant vectors. P (m, n_fac) receives the radial factors. tw holds
-    the columns, of stride m + lanes: x, y, z, r^2, 1/r, P_q (n_fac), r, fc_q (n_rc), then the
-    lanes of `_angular_values`. Past the m entries, x, y, z, r^2, 1/r and r are 0, so fc
-    and P there are 1: finite, and every loop masks the lanes past its entries."""
-    cdef Py_ssize_t mp = m + DCF_LANES, n
+    sum |D| g of the covariant vectors. P (m, n_fac) receives the radial factors. work, the
+    work region, holds the V_* views of `lay`: the columns x, y, z, r^2, 1/r, P_q (n_fac), r,
+    fc_q (n_rc) of stride mp, then the lanes of `_angular_values`. Past the m entries, x,
+    y, z, r^2, 1/r and r are 0, so fc and P there are 1: finite, and every loop masks the
+    lanes past its entries."""
+    cdef Py_ssize_t mp = lay.stride, n
     cdef int n_fac = t.n_fac, n_rc = t.n_rc, ncol = 6 + t.n_fac + t.n_rc
     cdef int c, k, q, b, s, tt, col, lo, cnt
+    cdef double* acc = work + lay.vstart[V_LANES]
+    cdef double* tw = work + lay.vstart[V_COLUMNS]
     cdef double* R2 = tw + 3 * mp
     cdef double* PT = tw + 5 * mp
     cdef double* R = PT + n_fac * mp
@@ -734,8 +746,7 @@ cdef void _values(const Terms* t, Py_ssize_t m, int nblock, const int* bstart, c
             for k in range(3):
                 V[3 * col + k] += sums[k]
             J[9 * col] += sums[3]
-    _angular_values(t, nblock, bstart, sp, r, ir, D, P, mp, tw, tw + ncol * mp, partner, pcs,
-                    prjk2, Q, G)
+    _angular_values(t, nblock, bstart, sp, r, ir, D, P, mp, tw, acc, partner, pcs, prjk2, Q, G)
 
 
 cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entry,
@@ -805,7 +816,7 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
             nblock += 1
     bstart[nblock] = m
     if values:      # G and the sums V1, J[9 a] of the covariant vectors
-        _values(t, m, nblock, bstart, sp, r, ir, D, P, tw, partner, pcs, prjk2, Q, G, V, J)
+        _values(t, m, nblock, bstart, sp, r, ir, D, P, tw, s, partner, pcs, prjk2, Q, G, V, J)
     else:
         # ---- radial terms G1, G2, G3
         for n in range(m):
@@ -840,7 +851,7 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
 
         # ---- angular terms G4, G5 over unordered pairs of neighbor entries.
         _angular_gradients(t, forces, nblock, bstart, sp, r, ir, D, P, dP, partner, pcs, prjk2,
-                           Q, dQ, tw, G, dG, w, gp)
+                           Q, dQ, tw, s, G, dG, w, gp)
 
     if forces or nA == 0:
         return
@@ -872,8 +883,9 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
                 if not t.vec_norm[tt]:
                     J[9 * col + 3 * a + b] = 1.0 if a == b else 0.0
                 elif den > 0.0:     # dA/dV = (I - V V^T / den^2) / den
-                    J[9 * col + 3 * a + b] = ((1.0 if a == b else 0.0)
-                                              - V[3 * col + a] * V[3 * col + b] / (den * den)) / den
+                    J[9 * col + 3 * a + b] = (
+                        (1.0 if a == b else 0.0)
+                        - V[3 * col + a] * V[3 * col + b] / (den * den)) / den
                 else:
                     J[9 * col + 3 * a + b] = 0.0
             if not t.vec_norm[tt]:
@@ -970,9 +982,11 @@ cdef inline double* _ptr(double[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] > 0 else NULL
 
 
-# names of the scratch regions (scratch.pxd), doubles then ints, for messages
+# names of the scratch regions and views (scratch.pxd), in their order, for messages
 SCRATCH_REGIONS = ("r", "D", "fc", "dfc", "P", "dP", "V", "J", "pcs", "prjk2", "ir", "Q", "dQ",
                    "tw", "sp", "partner", "bstart")
+SCRATCH_VIEWS = {"gradients": ("base", "u1", "u2", "w1", "w2", "asum", "bsum", "p1", "p"),
+                 "values": ("columns", "lanes")}
 
 cdef enum:
     GUARD = 16      # elements of the guard band after each region in `compute(check=True)`
@@ -989,9 +1003,18 @@ cdef void _fill_canary(double* buf, int* ibuf, const Scratch* s) noexcept nogil:
         ibuf[k] = ICANARY
 
 
-cdef int _overrun(const double* buf, const int* ibuf, const Scratch* s) noexcept nogil:
-    """1 + the first region whose guard band no longer holds the canary, else 0."""
+cdef int _overrun(const double* buf, const int* ibuf, const Scratch* s,
+                  bint values) noexcept nogil:
+    """1 + the first region, or N_REGIONS + N_INT_REGIONS + 1 + the first view of S_TW in the
+    pass that ran (`values` or not), whose guard band no longer holds the canary; else 0."""
     cdef Py_ssize_t k, e
+    cdef const uint64_t* work = <const uint64_t*>buf + s.start[S_TW]
+    cdef int nviews = N_VALUE_VIEWS if values else N_GRADIENT_VIEWS
+    cdef const Py_ssize_t* vstart = &s.gstart[0]
+    cdef const Py_ssize_t* vlength = &s.glength[0]
+    if values:
+        vstart = &s.vstart[0]
+        vlength = &s.vlength[0]
     for k in range(N_REGIONS):
         for e in range(s.start[k] + s.length[k], s.start[k] + s.length[k] + s.guard):
             if (<const uint64_t*>buf)[e] != CANARY:
@@ -1000,6 +1023,10 @@ cdef int _overrun(const double* buf, const int* ibuf, const Scratch* s) noexcept
         for e in range(s.istart[k] + s.ilength[k], s.istart[k] + s.ilength[k] + s.guard):
             if ibuf[e] != ICANARY:
                 return 1 + N_REGIONS + k
+    for k in range(nviews):
+        for e in range(vstart[k] + vlength[k], vstart[k] + vlength[k] + s.guard):
+            if work[e] != CANARY:
+                return 1 + N_REGIONS + N_INT_REGIONS + k
     return 0
 
 
@@ -1041,6 +1068,8 @@ def compute(CompiledTerms terms, int mode, const Py_ssize_t[::1] pfirst,
     cdef int over
     failed[0] = 0
     failed[1] = 0
+    buf = NULL      # set in each thread; initialized for the compiler's firstprivate copy
+    ibuf = NULL
     with nogil, parallel(num_threads=num_threads):
         buf = <double*>malloc(whole.size * sizeof(double))
         ibuf = <int*>malloc(whole.isize * sizeof(int))
@@ -1063,7 +1092,7 @@ def compute(CompiledTerms terms, int mode, const Py_ssize_t[::1] pfirst,
                     pgp + p0 * 3 if mode == MODE_FORCES else NULL,
                     &lay, buf, ibuf)
             if guard:
-                over = _overrun(buf, ibuf, &lay)
+                over = _overrun(buf, ibuf, &lay, mode == MODE_VALUES)
                 if over:
                     failed[1] = over
         free(buf)
@@ -1071,8 +1100,10 @@ def compute(CompiledTerms terms, int mode, const Py_ssize_t[::1] pfirst,
     if failed[0]:
         raise MemoryError(f"fingerprints: cannot allocate scratch for {mmax} neighbors per atom")
     if failed[1]:
+        names = SCRATCH_REGIONS + tuple(
+            f"tw.{v}" for v in SCRATCH_VIEWS["values" if mode == MODE_VALUES else "gradients"])
         raise RuntimeError(f"fingerprints: a kernel wrote past scratch region "
-                           f"{SCRATCH_REGIONS[failed[1] - 1]!r}")
+                           f"{names[failed[1] - 1]!r}")
 
 
 def scatter_forces(const Py_ssize_t[::1] centers, const Py_ssize_t[::1] pfirst,

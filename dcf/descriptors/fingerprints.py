@@ -30,7 +30,8 @@ from ase.data import atomic_numbers, chemical_symbols
 
 from dcf._ext import fingerprints as _portable
 from dcf.descriptors.pair_factor import POLY_SIZE, pair_factor_poly
-from dcf.descriptors.neighbors import NeighborList, VerletList, build_neighbor_list, resolve_threads
+from dcf.descriptors.neighbors import (NeighborList, VerletList, build_neighbor_list,
+                                      resolve_threads)
 from dcf.descriptors.spec import FingerprintSpec, SpecError
 
 _MODES = _portable.MODES         # the kernels' constants (dcf/_ext/terms.pxd)
@@ -377,9 +378,9 @@ class Featurizer:
             dG = np.zeros((p, terms.nG, 3)) if derivatives else empty
             dA = np.zeros((p, terms.nA, 3, 3)) if derivatives else empty
             self._kernel.compute(terms, _MODES["derivatives" if derivatives else "values"],
-                            env.pfirst[el], env.entry[el], nl.j, nl.D, nl.d, env.species,
-                            G.reshape(-1), A.reshape(-1), dG.reshape(-1), dA.reshape(-1),
-                            empty, empty, self.num_threads, self.check_scratch)
+                                 env.pfirst[el], env.entry[el], nl.j, nl.D, nl.d, env.species,
+                                 G.reshape(-1), A.reshape(-1), dG.reshape(-1), dA.reshape(-1),
+                                 empty, empty, self.num_threads, self.check_scratch)
             out.G[el], out.A[el], out.index[el] = G, A, env.centers[el]
             if derivatives:
                 out.dG[el], out.dA[el] = dG, dA
@@ -406,11 +407,12 @@ class Featurizer:
                 raise ValueError(f"dE/dG of {el} has shape {w.shape}, expected {(n_c, terms.nG)}")
             gpair = np.zeros((len(env.entry[el]), 3))
             scratch = np.zeros(n_c * terms.nG)
-            self._kernel.compute(terms, _MODES["forces"], env.pfirst[el], env.entry[el], nl.j, nl.D,
-                            nl.d, env.species, scratch, empty, empty, empty, w.reshape(-1),
-                            gpair.reshape(-1), self.num_threads, self.check_scratch)
-            self._kernel.scatter_forces(env.centers[el], env.pfirst[el], env.entry[el], nl.j, nl.D,
-                                   gpair, forces, virial)
+            self._kernel.compute(terms, _MODES["forces"], env.pfirst[el], env.entry[el], nl.j,
+                                 nl.D, nl.d, env.species, scratch, empty, empty, empty,
+                                 w.reshape(-1), gpair.reshape(-1), self.num_threads,
+                                 self.check_scratch)
+            self._kernel.scatter_forces(env.centers[el], env.pfirst[el], env.entry[el], nl.j,
+                                        nl.D, gpair, forces, virial)
         return forces, virial
 
     def __call__(self, atoms, derivatives: bool = False) -> Features:
