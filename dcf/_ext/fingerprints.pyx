@@ -195,7 +195,6 @@ cdef class CompiledTerms:
         return out
 
 
-
 cdef inline double _ipow(double x, int n) noexcept nogil:
     cdef double r = 1.0
     while n > 0:
