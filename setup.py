@@ -5,6 +5,7 @@ for AVX2 + FMA (`fingerprints_avx2`) and for AVX-512F (`fingerprints_avx512`, 8-
 vectors); dcf.descriptors.fingerprints uses the widest the CPU has. DCF_NO_AVX2=1 skips both vector
 builds, DCF_NO_AVX512=1 the AVX-512 one.
 """
+import glob
 import os
 import platform
 import sys
@@ -85,7 +86,7 @@ extensions = [
         f"dcf._ext.{name}",
         [f"dcf/_ext/{name}.pyx"],
         include_dirs=[np.get_include(), "dcf/_ext"],
-        depends=[f"dcf/_ext/{h}.h" for h in ("vec", "radial", "triplets")],
+        depends=sorted(glob.glob("dcf/_ext/*.h") + glob.glob("dcf/_ext/*.pxd")),
         extra_compile_args=compile_args + extra,
         extra_link_args=omp_link,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -14,8 +14,10 @@ Derivatives are taken with respect to each neighbor vector D_n (the neighbor ent
 atom moves by +dD, the central atom by -dD).
 
 In G4, exp(-eta r_ij^2) fc(r_ij) is a per-entry factor P_i, and Q(s) = exp(-eta s) fc(sqrt s)
-of s = r_jk^2 is a polynomial fitted once per (Rc, eta) to ~1e-15 (`pair_factor_poly`;
-exp() and a cutoff series where eta Rc^2 is too large for that). The triplet loops run
+of s = r_jk^2 is a polynomial fitted once per (Rc, eta) to ~1e-15
+(dcf.descriptors.pair_factor; exp() and a cutoff series where eta Rc^2 is too large for that).
+The term arrays are declared in terms.pxd, the scratch regions in scratch.pxd; README.md
+in this folder says what each file does. The triplet loops run
 over arrays of partners, so that gcc vectorizes them (SSE2, two terms as lanes).
 """
 import numpy as np
@@ -23,6 +25,15 @@ cimport numpy as cnp
 from cython.parallel cimport prange, parallel
 from libc.math cimport exp, cos, sin, sqrt, pow, M_PI
 from libc.stdlib cimport malloc, free
+from libc.stdint cimport uint64_t
+
+from dcf._ext.terms cimport (Terms, MODE_VALUES, MODE_DERIVATIVES, MODE_FORCES, KIND_G1,
+                             KIND_G2, KIND_G3, KIND_G4, KIND_G5, NPOLY, NPOW2)
+from dcf._ext.scratch cimport (DCF_LANES, Scratch, scratch_layout, N_REGIONS, N_INT_REGIONS,
+                               S_R, S_D, S_FC, S_DFC, S_P, S_DP, S_V, S_J, S_PCS, S_PRJK2,
+                               S_IR, S_Q, S_DQ, S_TW, S_SP, S_PARTNER, S_BSTART,
+                               N_GRADIENT_VIEWS, G_BASE, G_U1, G_U2, G_W1, G_W2, G_ASUM,
+                               G_BSUM, G_P1, G_P, N_VALUE_VIEWS, V_COLUMNS, V_LANES)
 
 cnp.import_array()
 
@@ -31,7 +42,6 @@ cdef extern from *:
     ctypedef const double* cdouble_r "const double * CYTHON_RESTRICT"
 
 cdef extern from "vec.h":
-    const int DCF_LANES         # vector lanes: 8 in the AVX-512 build, else 4
     double _hsum_at "dcf_hsum_at"(const double* p) noexcept nogil
     double _poly11 "dcf_poly11"(const double* c, double x) noexcept nogil
     double _poly15 "dcf_poly15"(const double* c, double x) noexcept nogil
@@ -79,159 +89,31 @@ cdef extern from "triplets.h":
         long a0, long a1, long b0, long b1, int same, const double* W, long mp, int q,
         const double* pc, int deg, double sc, double rc2, int need, double* acc) noexcept nogil
 
-DEF MODE_VALUES = 0
-DEF MODE_DERIVATIVES = 1
-DEF MODE_FORCES = 2
-DEF NPOLY = 16
-DEF NPOW2 = 4           # the fused triplet loop takes zeta up to 2^NPOW2
-
-
-def _estrin(c, x):
-    """DCF_POLY11 (len(c) == 12) or DCF_POLY15 (16) of vec.h in numpy: the same
-    operations in the same order."""
-    x2 = x * x
-    x4 = x2 * x2
-    x8 = x4 * x4
-    lo = ((c[0] + c[1] * x) + x2 * (c[2] + c[3] * x)) + x4 * ((c[4] + c[5] * x)
-                                                               + x2 * (c[6] + c[7] * x))
-    if len(c) == 12:
-        return lo + x8 * ((c[8] + c[9] * x) + x2 * (c[10] + c[11] * x))
-    return lo + x8 * (((c[8] + c[9] * x) + x2 * (c[10] + c[11] * x))
-                      + x4 * ((c[12] + c[13] * x) + x2 * (c[14] + c[15] * x)))
-
-
-_pair_factor_fits = {}
-
-
-def pair_factor_poly(double rc, double eta, double tol=2e-15):
-    """Coefficients of Q(s) = exp(-eta s) fc(sqrt s) and of dQ/ds as polynomials in
-    t = s (2 / rc^2) - 1 on 0 <= s <= rc^2: two arrays of 12 (degree 11) or NPOLY = 16
-    (degree 15) coefficients, the shorter where it reaches `tol` times max |Q| (and
-    max |dQ/ds|) as `_poly11` / `_poly15` evaluate them; None where neither does.
-
-    Chebyshev interpolation in long double, checked on a fine grid against long double;
-    of each length, the number of nodes with the smallest error wins.
-    """
-    if (rc, eta, tol) in _pair_factor_fits:
-        return _pair_factor_fits[rc, eta, tol]
-    L = np.longdouble
-    pi = 4 * np.arctan(L(1))
-    rc2 = L(rc) * L(rc)
-
-    def funcs(s):
-        x = pi * np.sqrt(s) / L(rc)
-        ex = np.exp(-L(eta) * s)
-        fc = (np.cos(x) + 1) / 2
-        sinc = np.sin(x) / np.where(x > 0, x, 1)
-        sinc[x == 0] = 1
-        dfc = -pi * pi / (4 * rc2) * sinc
-        return ex * fc, ex * (dfc - L(eta) * fc)
-
-    s_check = np.concatenate([np.linspace(0.0, 1.0, 4097) ** 2, np.linspace(0.0, 1.0, 4097)])
-    s_check *= rc * rc
-    x_check = s_check * (2.0 / (rc * rc)) - 1.0
-    ref = funcs(s_check.astype(L))
-    result = None
-    for size in (12, NPOLY):
-        best, best_err = None, np.inf
-        for n in range(8, size + 1):
-            theta = pi * (np.arange(n, dtype=L) + L(0.5)) / n
-            # Chebyshev -> monomial coefficients: T_{j+1} = 2 t T_j - T_{j-1}
-            basis = np.zeros((n, size), dtype=L)
-            basis[0, 0] = 1
-            if n > 1:
-                basis[1, 1] = 1
-            for j in range(2, n):
-                basis[j, 1:] = 2 * basis[j - 1, :size - 1]
-                basis[j] -= basis[j - 2]
-            fit, err = [], 0.0
-            for vals, r in zip(funcs((np.cos(theta) + 1) * rc2 / 2), ref):
-                cheb = np.array([2 * np.sum(vals * np.cos(j * theta)) / n for j in range(n)])
-                cheb[0] /= 2
-                mono = (cheb @ basis).astype(np.float64)
-                fit.append(mono)
-                err = max(err, float(np.max(np.abs(_estrin(mono, x_check) - r))
-                                     / np.max(np.abs(r))))
-            if err < best_err:
-                best, best_err = (fit[0], fit[1]), err
-        if best_err <= tol:
-            result = best
-            break
-    _pair_factor_fits[rc, eta, tol] = result
-    return result
-
-
-cdef struct Terms:
-    int n_species, n_rc, n_fac, n_ang, n_grp, nG, nA
-    const double* rc            # (n_rc,) distinct cutoffs
-    # radial terms, sorted by neighbor species: rad_start (n_species + 1)
-    const int* rad_start
-    const int* rad_kind         # 1, 2, 3 for G1, G2, G3
-    const int* rad_rc
-    const double* rad_eta
-    const double* rad_rs
-    const double* rad_kappa
-    const int* rad_col
-    # radial factors exp(-eta r^2) fc(r) of the angular groups, distinct (Rc, eta)
-    const int* fac_rc
-    const double* fac_eta
-    # angular groups (kind, Rc, eta) per unordered species pair: pair_start (n_species^2 + 1)
-    const int* pair_start
-    const double* pair_rc2      # per species pair: r_jk^2 bound for triplets (inf with G5)
-    const int* grp_kind         # 4 or 5
-    const int* grp_rc
-    const int* grp_fac
-    const double* grp_eta
-    const int* grp_start        # terms of group g: grp_start[g]:grp_start[g+1]
-    const int* grp_poly         # 11 or 15 where grp_pc, grp_pd replace exp() and fc(), else 0
-    const double* grp_pc        # (n_grp, NPOLY) exp(-eta s) fc(sqrt s) as a polynomial in
-    const double* grp_pd        # t = 2 s / Rc^2 - 1, and its derivative d/ds
-    const double* ang_zeta
-    const double* ang_lambda
-    const double* ang_coef      # 2^(1 - zeta)
-    const double* ang_kzl       # coef zeta lambda
-    const int* ang_izeta        # zeta as an integer, or -1
-    const int* ang_mate         # a later term of the group with the same integer zeta
-                                # (both |lambda| <= 1) that runs with this one; -2 for
-                                # that later term, -1 if none
-    const int* ang_col
-    const int* grp_fused        # where every term of group g has lambda = +-1 and zeta in
-                                # 1, 2, 4, ..., 2^NPOW2 and its Q is a polynomial or 1 (G5):
-                                # the bit set of its log2 zeta (`triplet_block`); else 0
-    const int* ang_slot         # its term's slot in the fused sums: 2 log2(zeta) + (lambda < 0)
-    # vector terms, sorted by neighbor species: vec_start (n_species + 1)
-    const int* vec_start
-    const int* vec_rc
-    const double* vec_eta
-    const double* vec_rs
-    const double* vec_delta
-    const int* vec_norm         # 1 for A1, 0 for V1
-    const int* vec_col
+# the constants for Python: dcf.descriptors.fingerprints reads them from here
+MODES = {"values": MODE_VALUES, "derivatives": MODE_DERIVATIVES, "forces": MODE_FORCES}
+KINDS = {"G1": KIND_G1, "G2": KIND_G2, "G3": KIND_G3, "G4": KIND_G4, "G5": KIND_G5}
+POLY_SIZE = NPOLY
+FUSED_MAX_LOG2_ZETA = NPOW2
 
 
 cdef class CompiledTerms:
-    """The terms of one central element as flat arrays (built by dcf.descriptors.fingerprints)."""
+    """The terms of one central element bound to the kernels' `Terms` (terms.pxd).
+
+    arrays: one array per pointer field of Terms, by its name (built by
+    dcf.descriptors.fingerprints); they are copied to float64 or C int as the field is, and
+    kept alive here. n_species, nG, nA: the counts the arrays do not give."""
     cdef Terms t
-    cdef object keep
+    cdef dict keep
+    cdef object _arrays     # the arrays given, while they are bound
     cdef public int nG, nA
     cdef public double max_rc
 
-    def __init__(self, dict a, int n_species, int nG, int nA):
-        self.keep = {k: np.ascontiguousarray(v, dtype=np.float64 if np.asarray(v).dtype.kind == "f"
-                                             else np.intc) for k, v in a.items()}
+    def __init__(self, dict arrays, int n_species, int nG, int nA):
+        self.keep = {}
+        self._arrays = arrays
         self.nG = nG
         self.nA = nA
-        self.max_rc = float(np.max(a["rc"]))
         self.t.n_species = n_species
-        self.t.n_rc = len(a["rc"])
-        self.t.n_fac = len(a["fac_rc"])
-        self.t.n_ang = len(a["ang_col"])
-        self.t.n_grp = len(a["grp_kind"])
-        self._add_pair_polynomials()
-        k = self.keep
-        k["ang_kzl"] = np.ascontiguousarray(k["ang_coef"] * k["ang_zeta"] * k["ang_lambda"])
-        k["ang_mate"] = self._mates()
-        k["grp_fused"], k["ang_slot"] = self._fused_slots()
         self.t.nG = nG
         self.t.nA = nA
         self.t.rc = self._d("rc")
@@ -254,15 +136,15 @@ cdef class CompiledTerms:
         self.t.grp_poly = self._i("grp_poly")
         self.t.grp_pc = self._d("grp_pc")
         self.t.grp_pd = self._d("grp_pd")
+        self.t.grp_fused = self._i("grp_fused")
         self.t.ang_zeta = self._d("ang_zeta")
         self.t.ang_lambda = self._d("ang_lambda")
         self.t.ang_coef = self._d("ang_coef")
         self.t.ang_kzl = self._d("ang_kzl")
         self.t.ang_izeta = self._i("ang_izeta")
         self.t.ang_mate = self._i("ang_mate")
-        self.t.ang_col = self._i("ang_col")
-        self.t.grp_fused = self._i("grp_fused")
         self.t.ang_slot = self._i("ang_slot")
+        self.t.ang_col = self._i("ang_col")
         self.t.vec_start = self._i("vec_start")
         self.t.vec_rc = self._i("vec_rc")
         self.t.vec_eta = self._d("vec_eta")
@@ -270,60 +152,47 @@ cdef class CompiledTerms:
         self.t.vec_delta = self._d("vec_delta")
         self.t.vec_norm = self._i("vec_norm")
         self.t.vec_col = self._i("vec_col")
+        extra = set(arrays) - set(self.keep)
+        if extra:
+            raise ValueError(f"CompiledTerms: no Terms field for arrays {sorted(extra)}")
+        self._arrays = None
+        self.t.n_rc = len(self.keep["rc"])
+        self.t.n_fac = len(self.keep["fac_rc"])
+        self.t.n_grp = len(self.keep["grp_kind"])
+        self.t.n_ang = len(self.keep["ang_col"])
+        self.max_rc = float(np.max(self.keep["rc"]))
 
-    def _mates(self):
-        k = self.keep
-        izeta, lam, start = k["ang_izeta"], k["ang_lambda"], k["grp_start"]
-        mate = np.full(len(izeta), -1, dtype=np.intc)
-        for g in range(len(start) - 1):
-            for a in range(start[g], start[g + 1]):
-                if mate[a] != -1 or izeta[a] < 1 or abs(lam[a]) > 1:
-                    continue
-                for b in range(a + 1, start[g + 1]):
-                    if mate[b] == -1 and izeta[b] == izeta[a] and abs(lam[b]) <= 1:
-                        mate[a], mate[b] = b, -2
-                        break
-        return mate
+    cdef object _keep(self, str name, dtype):
+        if name not in self._arrays:
+            raise ValueError(f"CompiledTerms: array {name!r} missing")
+        arr = np.ascontiguousarray(self._arrays[name], dtype=dtype).reshape(-1)
+        self.keep[name] = arr
+        return arr
 
-    def _fused_slots(self):
-        k = self.keep
-        n_grp = len(k["grp_kind"])
-        fused = np.zeros(n_grp, dtype=np.intc)
-        slot = np.full(len(k["ang_col"]), -1, dtype=np.intc)
-        for g in range(n_grp):
-            terms = range(k["grp_start"][g], k["grp_start"][g + 1])
-            if k["grp_kind"][g] == 4 and k["grp_poly"][g] == 0:
-                continue
-            pows = [int(k["ang_izeta"][a]).bit_length() - 1 for a in terms]
-            if all(abs(k["ang_lambda"][a]) == 1.0 and k["ang_izeta"][a] == 1 << j
-                   and j <= NPOW2 for a, j in zip(terms, pows)):
-                for a, j in zip(terms, pows):
-                    fused[g] |= 1 << j
-                    slot[a] = 2 * j + (k["ang_lambda"][a] < 0)
-        return fused, slot
-
-    def _add_pair_polynomials(self):
-        k = self.keep
-        n_grp = len(k["grp_kind"])
-        degree = np.zeros(n_grp, dtype=np.intc)
-        pc = np.zeros((n_grp, NPOLY))
-        pd = np.zeros((n_grp, NPOLY))
-        for g in range(n_grp):
-            if k["grp_kind"][g] != 4:
-                continue
-            fit = pair_factor_poly(float(k["rc"][k["grp_rc"][g]]), float(k["grp_eta"][g]))
-            if fit is not None:
-                degree[g] = len(fit[0]) - 1
-                pc[g, :len(fit[0])], pd[g, :len(fit[1])] = fit
-        k["grp_poly"], k["grp_pc"], k["grp_pd"] = degree, pc, pd
-
-    cdef const double* _d(self, str key):
-        cdef cnp.ndarray arr = self.keep[key]
+    cdef const double* _d(self, str name):
+        cdef cnp.ndarray arr = self._keep(name, np.float64)
         return <const double*>cnp.PyArray_DATA(arr)
 
-    cdef const int* _i(self, str key):
-        cdef cnp.ndarray arr = self.keep[key]
+    cdef const int* _i(self, str name):
+        cdef cnp.ndarray arr = self._keep(name, np.intc)
         return <const int*>cnp.PyArray_DATA(arr)
+
+    def scratch(self, Py_ssize_t m):
+        """The scratch layout (scratch.pxd) of a central atom with m entries in this build:
+        {region name: ("double" or "int", start, length)}, the views of region "tw"
+        {"tw.NAME": ("tw-gradients" or "tw-values", start within tw, length)}, the totals
+        "size" (doubles), "isize" (ints) and the values columns' "stride"."""
+        cdef Scratch s = scratch_layout(&self.t, m, 0)
+        cdef int k
+        out = {SCRATCH_REGIONS[k]: ("double", s.start[k], s.length[k]) for k in range(N_REGIONS)}
+        out.update({SCRATCH_REGIONS[N_REGIONS + k]: ("int", s.istart[k], s.ilength[k])
+                    for k in range(N_INT_REGIONS)})
+        out.update({f"tw.{name}": ("tw-gradients", s.gstart[k], s.glength[k])
+                    for k, name in enumerate(SCRATCH_VIEWS["gradients"])})
+        out.update({f"tw.{name}": ("tw-values", s.vstart[k], s.vlength[k])
+                    for k, name in enumerate(SCRATCH_VIEWS["values"])})
+        out["size"], out["isize"], out["stride"] = s.size, s.isize, s.stride
+        return out
 
 
 cdef inline double _ipow(double x, int n) noexcept nogil:
@@ -416,7 +285,7 @@ cdef void _pair_factors(const Terms* t, int g, double rc2, int cnt, const double
     cdef const double* pc = t.grp_pc + NPOLY * g
     cdef const double* pd = t.grp_pd + NPOLY * g
     cdef double s, f, df, ex
-    if t.grp_kind[g] == 5:
+    if t.grp_kind[g] == KIND_G5:
         for c in range(cnt):
             Q[c] = 1.0
         if dQ != NULL:
@@ -532,7 +401,7 @@ cdef void _angular_values(const Terms* t, int nblock, const int* bstart, const i
                     rcg = t.rc[t.grp_rc[g]]
                     _triplet_pairs(bstart[b1], bstart[b1 + 1], bstart[b2], bstart[b2 + 1],
                                    b1 == b2, W, mp, grp_fac[g], t.grp_pc + NPOLY * g,
-                                   t.grp_poly[g] if t.grp_kind[g] == 4 else 0,
+                                   t.grp_poly[g] if t.grp_kind[g] == KIND_G4 else 0,
                                    2.0 / (rcg * rcg), rcg * rcg, t.grp_fused[g], acc + nacc * g)
                 else:
                     have_slow = True
@@ -627,10 +496,12 @@ cdef void _powers2(int cnt, const double* cs, double la, double lb, int iz, doub
 cdef void _angular_gradients(const Terms* t, bint forces, int nblock, const int* bstart,
                              const int* sp, const double* r, const double* ir, const double* D,
                              const double* P, const double* dP, int* partner, double* pcs,
-                             double* prjk2, double* Q, double* dQ, double* tw, double* G,
-                             double* dG, const double* w, double* gp) noexcept nogil:
+                             double* prjk2, double* Q, double* dQ, double* tw,
+                             const Scratch* lay, double* G, double* dG, const double* w,
+                             double* gp) noexcept nogil:
     """G4/G5 values with derivatives: dG (m, nG, 3) blocks, or, with `forces`, the
-    contraction gp (m, 3) += sum_a w_a dG_a/dD_n.
+    contraction gp (m, 3) += sum_a w_a dG_a/dD_n. tw: the work region, in the G_* views
+    of `lay`.
 
     Per (n1, group) and partner n2, with base = P1 P2 Q, x = 1 + lambda cos:
       dG_a/dD1 = coef (zeta lambda x^(zeta-1) u1 + x^zeta w1), u1 = base d cos/dD1,
@@ -652,15 +523,15 @@ cdef void _angular_gradients(const Terms* t, bint forces, int nblock, const int*
     cdef double ir1, ir2, P1, dP1, P2, Qc, cs, h, h1, h2, a, f1, f2
     cdef double kza, kzb, cfa, cfb, aa, ab, ba, bb, ga, gb, x1, x2, c11, c12, c22
     cdef double s0a, s1a, s2a, s0b, s1b, s2b
-    cdef double* base = tw
-    cdef double* u1 = tw + m            # u1[k * m + c]
-    cdef double* u2 = u1 + 3 * m
-    cdef double* w1 = u2 + 3 * m
-    cdef double* w2 = w1 + 3 * m
-    cdef double* asum = w2 + 3 * m
-    cdef double* bsum = asum + m
-    cdef double* p1 = bsum + m          # p1[2c + i] = x_i^(zeta-1), p[2c + i] = x_i^zeta
-    cdef double* p = p1 + 2 * m
+    cdef double* base = tw + lay.gstart[G_BASE]
+    cdef double* u1 = tw + lay.gstart[G_U1]         # u1[k * m + c]
+    cdef double* u2 = tw + lay.gstart[G_U2]
+    cdef double* w1 = tw + lay.gstart[G_W1]
+    cdef double* w2 = tw + lay.gstart[G_W2]
+    cdef double* asum = tw + lay.gstart[G_ASUM]
+    cdef double* bsum = tw + lay.gstart[G_BSUM]
+    cdef double* p1 = tw + lay.gstart[G_P1]         # p1[2c + i] = x_i^(zeta-1),
+    cdef double* p = tw + lay.gstart[G_P]           # p[2c + i] = x_i^zeta
     cdef double* d1
     cdef double* d2
     for b1 in range(nblock):
@@ -810,18 +681,21 @@ cdef inline double _vector_weight(const Terms* t, int tt, double r, double fc, d
 
 
 cdef void _values(const Terms* t, Py_ssize_t m, int nblock, const int* bstart, const int* sp,
-                  const double* r, const double* ir, const double* D, double* P, double* tw,
-                  int* partner, double* pcs, double* prjk2, double* Q, double* G, double* V,
-                  double* J) noexcept nogil:
+                  const double* r, const double* ir, const double* D, double* P, double* work,
+                  const Scratch* lay, int* partner, double* pcs, double* prjk2, double* Q,
+                  double* G, double* V, double* J) noexcept nogil:
     """Fingerprint values of one central atom (no derivatives), column by column in the
     vector loops of radial.h and triplets.h: G, and the sums V (nA, 3) of V1 and J[9 a] =
-    sum |D| g of the covariant vectors. P (m, n_fac) receives the radial factors. tw holds
-    the columns, of stride m + lanes: x, y, z, r^2, 1/r, P_q (n_fac), r, fc_q (n_rc), then the
-    lanes of `_angular_values`. Past the m entries, x, y, z, r^2, 1/r and r are 0, so fc
-    and P there are 1: finite, and every loop masks the lanes past its entries."""
-    cdef Py_ssize_t mp = m + DCF_LANES, n
+    sum |D| g of the covariant vectors. P (m, n_fac) receives the radial factors. work, the
+    work region, holds the V_* views of `lay`: the columns x, y, z, r^2, 1/r, P_q (n_fac), r,
+    fc_q (n_rc) of stride mp, then the lanes of `_angular_values`. Past the m entries, x,
+    y, z, r^2, 1/r and r are 0, so fc and P there are 1: finite, and every loop masks the
+    lanes past its entries."""
+    cdef Py_ssize_t mp = lay.stride, n
     cdef int n_fac = t.n_fac, n_rc = t.n_rc, ncol = 6 + t.n_fac + t.n_rc
     cdef int c, k, q, b, s, tt, col, lo, cnt
+    cdef double* acc = work + lay.vstart[V_LANES]
+    cdef double* tw = work + lay.vstart[V_COLUMNS]
     cdef double* R2 = tw + 3 * mp
     cdef double* PT = tw + 5 * mp
     cdef double* R = PT + n_fac * mp
@@ -853,10 +727,10 @@ cdef void _values(const Terms* t, Py_ssize_t m, int nblock, const int* bstart, c
         for tt in range(t.rad_start[s], t.rad_start[s + 1]):
             q = t.rad_rc[tt]
             col = t.rad_col[tt]
-            if t.rad_kind[tt] == 2:
+            if t.rad_kind[tt] == KIND_G2:
                 G[col] += _gaussian_sum(cnt, R + lo, FC + q * mp + lo, t.rad_eta[tt],
                                         t.rad_rs[tt])
-            elif t.rad_kind[tt] == 1:
+            elif t.rad_kind[tt] == KIND_G1:
                 for n in range(lo, lo + cnt):
                     G[col] += FC[q * mp + n]
             else:
@@ -871,38 +745,38 @@ cdef void _values(const Terms* t, Py_ssize_t m, int nblock, const int* bstart, c
             for k in range(3):
                 V[3 * col + k] += sums[k]
             J[9 * col] += sums[3]
-    _angular_values(t, nblock, bstart, sp, r, ir, D, P, mp, tw, tw + ncol * mp, partner, pcs,
-                    prjk2, Q, G)
+    _angular_values(t, nblock, bstart, sp, r, ir, D, P, mp, tw, acc, partner, pcs, prjk2, Q, G)
 
 
 cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entry,
                   const Py_ssize_t* nl_j, const double* nl_D, const double* nl_d,
                   const int* species, double* G, double* A, double* dG, double* dA,
-                  const double* w, double* gp, double* buf, int* sp) noexcept nogil:
+                  const double* w, double* gp, const Scratch* s, double* buf,
+                  int* ibuf) noexcept nogil:
     """Fingerprints of one central atom with `m` neighbor entries `entry[0:m]`.
 
     G (nG,), A (nA, 3) are its output rows; in MODE_DERIVATIVES dG (m, nG, 3) and
     dA (m, nA, 3, 3) its zeroed derivative blocks; in MODE_FORCES w (nG,) is dE/dG and
-    gp (m, 3) receives dE/dD_n.
+    gp (m, 3) receives dE/dD_n. buf and ibuf are scratch laid out as s (scratch.pxd).
     """
     cdef int nG = t.nG, nA = t.nA, n_rc = t.n_rc, n_fac = t.n_fac, ns = t.n_species
-    cdef double* r = buf
-    cdef double* D = r + m
-    cdef double* fc = D + 3 * m
-    cdef double* dfc = fc + m * n_rc
-    cdef double* P = dfc + m * n_rc
-    cdef double* dP = P + m * n_fac
-    cdef double* V = dP + m * n_fac
-    cdef double* J = V + 3 * nA
-    cdef double* pcs = J + 9 * nA       # pcs, prjk2, ir, Q, dQ: m + 4 each, so that the
-    cdef double* prjk2 = pcs + m + 4    # power sums can pad the partners to a multiple of 4
-    cdef double* ir = prjk2 + m + 4
-    cdef double* Q = ir + m + 4
-    cdef double* dQ = Q + m + 4
-    cdef double* tw = dQ + m + 4        # (19, m) for _angular_gradients; (6 + n_fac + n_rc,
-                                        # m + lanes) and (n_grp, 10 lanes) for _values
-    cdef int* partner = sp + m
-    cdef int* bstart = partner + m
+    cdef double* r = buf + s.start[S_R]
+    cdef double* D = buf + s.start[S_D]
+    cdef double* fc = buf + s.start[S_FC]
+    cdef double* dfc = buf + s.start[S_DFC]
+    cdef double* P = buf + s.start[S_P]
+    cdef double* dP = buf + s.start[S_DP]
+    cdef double* V = buf + s.start[S_V]
+    cdef double* J = buf + s.start[S_J]
+    cdef double* pcs = buf + s.start[S_PCS]
+    cdef double* prjk2 = buf + s.start[S_PRJK2]
+    cdef double* ir = buf + s.start[S_IR]
+    cdef double* Q = buf + s.start[S_Q]
+    cdef double* dQ = buf + s.start[S_DQ]
+    cdef double* tw = buf + s.start[S_TW]
+    cdef int* sp = ibuf + s.istart[S_SP]
+    cdef int* partner = ibuf + s.istart[S_PARTNER]
+    cdef int* bstart = ibuf + s.istart[S_BSTART]
     cdef int nblock
     cdef Py_ssize_t n, e
     cdef int k, a, b, c, q, tt, col
@@ -941,7 +815,7 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
             nblock += 1
     bstart[nblock] = m
     if values:      # G and the sums V1, J[9 a] of the covariant vectors
-        _values(t, m, nblock, bstart, sp, r, ir, D, P, tw, partner, pcs, prjk2, Q, G, V, J)
+        _values(t, m, nblock, bstart, sp, r, ir, D, P, tw, s, partner, pcs, prjk2, Q, G, V, J)
     else:
         # ---- radial terms G1, G2, G3
         for n in range(m):
@@ -951,10 +825,10 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
                     continue
                 f = fc[n * n_rc + q]
                 df = dfc[n * n_rc + q]
-                if t.rad_kind[tt] == 1:
+                if t.rad_kind[tt] == KIND_G1:
                     v = f
                     dv = df
-                elif t.rad_kind[tt] == 2:
+                elif t.rad_kind[tt] == KIND_G2:
                     x = r[n] - t.rad_rs[tt]
                     ex = _expneg(t.rad_eta[tt] * x * x)
                     v = ex * f
@@ -976,7 +850,7 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
 
         # ---- angular terms G4, G5 over unordered pairs of neighbor entries.
         _angular_gradients(t, forces, nblock, bstart, sp, r, ir, D, P, dP, partner, pcs, prjk2,
-                           Q, dQ, tw, G, dG, w, gp)
+                           Q, dQ, tw, s, G, dG, w, gp)
 
     if forces or nA == 0:
         return
@@ -1008,8 +882,9 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
                 if not t.vec_norm[tt]:
                     J[9 * col + 3 * a + b] = 1.0 if a == b else 0.0
                 elif den > 0.0:     # dA/dV = (I - V V^T / den^2) / den
-                    J[9 * col + 3 * a + b] = ((1.0 if a == b else 0.0)
-                                              - V[3 * col + a] * V[3 * col + b] / (den * den)) / den
+                    J[9 * col + 3 * a + b] = (
+                        (1.0 if a == b else 0.0)
+                        - V[3 * col + a] * V[3 * col + b] / (den * den)) / den
                 else:
                     J[9 * col + 3 * a + b] = 0.0
             if not t.vec_norm[tt]:
@@ -1043,6 +918,16 @@ cdef void _center(const Terms* t, int mode, Py_ssize_t m, const Py_ssize_t* entr
 def simd() -> str:
     """The instruction set this module was built for: "avx512", "avx2" or "portable"."""
     return "avx512" if DCF_LANES == 8 else "avx2" if DCF_AVX2 else "portable"
+
+
+def poly(const double[::1] c, double x) -> float:
+    """DCF_POLY11 (12 coefficients) or DCF_POLY15 (16) of vec.h at x, as the kernels evaluate
+    the pair factor (dcf.descriptors.pair_factor mirrors it in numpy)."""
+    if c.shape[0] == 12:
+        return _poly11(&c[0], x)
+    if c.shape[0] == NPOLY:
+        return _poly15(&c[0], x)
+    raise ValueError(f"poly: {c.shape[0]} coefficients, expected 12 or {NPOLY}")
 
 
 def cpu_has_avx2_fma() -> bool:
@@ -1096,26 +981,77 @@ cdef inline double* _ptr(double[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] > 0 else NULL
 
 
+# names of the scratch regions and views (scratch.pxd), in their order, for messages
+SCRATCH_REGIONS = ("r", "D", "fc", "dfc", "P", "dP", "V", "J", "pcs", "prjk2", "ir", "Q", "dQ",
+                   "tw", "sp", "partner", "bstart")
+SCRATCH_VIEWS = {"gradients": ("base", "u1", "u2", "w1", "w2", "asum", "bsum", "p1", "p"),
+                 "values": ("columns", "lanes")}
+
+cdef enum:
+    GUARD = 16      # elements of the guard band after each region in `compute(check=True)`
+
+cdef uint64_t CANARY = 0x7ff4dcf0dcf0dcf0ULL       # a quiet NaN: reading it shows in results
+cdef int ICANARY = -0x2dcf0dcf
+
+
+cdef void _fill_canary(double* buf, int* ibuf, const Scratch* s) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(s.size):
+        (<uint64_t*>buf)[k] = CANARY
+    for k in range(s.isize):
+        ibuf[k] = ICANARY
+
+
+cdef int _overrun(const double* buf, const int* ibuf, const Scratch* s,
+                  bint values) noexcept nogil:
+    """1 + the first region, or N_REGIONS + N_INT_REGIONS + 1 + the first view of S_TW in the
+    pass that ran (`values` or not), whose guard band no longer holds the canary; else 0."""
+    cdef Py_ssize_t k, e
+    cdef const uint64_t* work = <const uint64_t*>buf + s.start[S_TW]
+    cdef int nviews = N_VALUE_VIEWS if values else N_GRADIENT_VIEWS
+    cdef const Py_ssize_t* vstart = &s.gstart[0]
+    cdef const Py_ssize_t* vlength = &s.glength[0]
+    if values:
+        vstart = &s.vstart[0]
+        vlength = &s.vlength[0]
+    for k in range(N_REGIONS):
+        for e in range(s.start[k] + s.length[k], s.start[k] + s.length[k] + s.guard):
+            if (<const uint64_t*>buf)[e] != CANARY:
+                return 1 + k
+    for k in range(N_INT_REGIONS):
+        for e in range(s.istart[k] + s.ilength[k], s.istart[k] + s.ilength[k] + s.guard):
+            if ibuf[e] != ICANARY:
+                return 1 + N_REGIONS + k
+    for k in range(nviews):
+        for e in range(vstart[k] + vlength[k], vstart[k] + vlength[k] + s.guard):
+            if work[e] != CANARY:
+                return 1 + N_REGIONS + N_INT_REGIONS + k
+    return 0
+
+
 def compute(CompiledTerms terms, int mode, const Py_ssize_t[::1] pfirst,
             const Py_ssize_t[::1] entry, const Py_ssize_t[::1] nl_j, const double[:, ::1] nl_D,
             const double[::1] nl_d, const int[::1] species,
             double[::1] G, double[::1] A, double[::1] dG, double[::1] dA,
-            const double[::1] weights, double[::1] gpair, int num_threads=1):
+            const double[::1] weights, double[::1] gpair, int num_threads=1,
+            bint check=False):
     """Run `_center` over the centers described by (pfirst, entry).
 
     Flat, C-ordered, zero-initialized outputs: G (n_c*nG), A (n_c*nA*3); MODE_DERIVATIVES:
     dG (p*nG*3), dA (p*nA*9); MODE_FORCES: weights (n_c*nG) = dE/dG in, gpair (p*3) out.
+    check: a debug run that fills the scratch with NaN before each central atom and keeps
+    a guard band after each region; RuntimeError if a kernel wrote past its region.
     """
     cdef Py_ssize_t nc = pfirst.shape[0] - 1, c, m, mmax = 0
     for c in range(nc):
         mmax = max(mmax, pfirst[c + 1] - pfirst[c])
-    cdef Py_ssize_t nbuf = (mmax * (28 + 3 * terms.t.n_rc + 3 * terms.t.n_fac)
-                            + 12 * terms.t.nA + DCF_LANES * (6 + terms.t.n_fac + terms.t.n_rc)
-                            + 10 * DCF_LANES * terms.t.n_grp + 24)
-    cdef int nG = terms.t.nG, nA = terms.t.nA
+    cdef Py_ssize_t guard = GUARD if check else 0
     cdef const Terms* t = &terms.t
+    cdef Scratch whole = scratch_layout(t, mmax, guard)    # holds every center's layout
+    cdef Scratch lay
+    cdef int nG = terms.t.nG, nA = terms.t.nA
     cdef double* buf
-    cdef int* sp
+    cdef int* ibuf
     cdef double* pG = _ptr(G)
     cdef double* pA = _ptr(A)
     cdef double* pdG = _ptr(dG)
@@ -1127,18 +1063,25 @@ def compute(CompiledTerms terms, int mode, const Py_ssize_t[::1] pfirst,
     cdef const double* pD = &nl_D[0, 0] if nl_D.shape[0] > 0 else NULL
     cdef const double* pd = &nl_d[0] if nl_d.shape[0] > 0 else NULL
     cdef Py_ssize_t p0
-    cdef int failed[1]
+    cdef int failed[2]      # element writes: shared, not thread-private
+    cdef int over
     failed[0] = 0
+    failed[1] = 0
+    buf = NULL      # set in each thread; initialized for the compiler's firstprivate copy
+    ibuf = NULL
     with nogil, parallel(num_threads=num_threads):
-        buf = <double*>malloc(nbuf * sizeof(double))
-        sp = <int*>malloc((3 * mmax + 2) * sizeof(int))
-        if buf == NULL or sp == NULL:
-            failed[0] = 1     # an element write: shared, not thread-private
+        buf = <double*>malloc(whole.size * sizeof(double))
+        ibuf = <int*>malloc(whole.isize * sizeof(int))
+        if buf == NULL or ibuf == NULL:
+            failed[0] = 1
         for c in prange(nc, schedule="dynamic", chunksize=4):
-            if buf == NULL or sp == NULL:
+            if buf == NULL or ibuf == NULL:
                 continue
             p0 = pfirst[c]
             m = pfirst[c + 1] - p0
+            lay = scratch_layout(t, m, guard)
+            if guard:
+                _fill_canary(buf, ibuf, &lay)
             _center(t, mode, m, pentry + p0, pj, pD, pd, &species[0],
                     pG + c * nG if pG != NULL else NULL,
                     pA + c * nA * 3 if pA != NULL else NULL,
@@ -1146,11 +1089,20 @@ def compute(CompiledTerms terms, int mode, const Py_ssize_t[::1] pfirst,
                     pdA + p0 * nA * 9 if (mode == MODE_DERIVATIVES and nA > 0) else NULL,
                     pw + c * nG if mode == MODE_FORCES else NULL,
                     pgp + p0 * 3 if mode == MODE_FORCES else NULL,
-                    buf, sp)
+                    &lay, buf, ibuf)
+            if guard:
+                over = _overrun(buf, ibuf, &lay, mode == MODE_VALUES)
+                if over:
+                    failed[1] = over
         free(buf)
-        free(sp)
+        free(ibuf)
     if failed[0]:
         raise MemoryError(f"fingerprints: cannot allocate scratch for {mmax} neighbors per atom")
+    if failed[1]:
+        names = SCRATCH_REGIONS + tuple(
+            f"tw.{v}" for v in SCRATCH_VIEWS["values" if mode == MODE_VALUES else "gradients"])
+        raise RuntimeError(f"fingerprints: a kernel wrote past scratch region "
+                           f"{names[failed[1] - 1]!r}")
 
 
 def scatter_forces(const Py_ssize_t[::1] centers, const Py_ssize_t[::1] pfirst,

@@ -29,10 +29,13 @@ import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
 from dcf._ext import fingerprints as _portable
-from dcf.descriptors.neighbors import NeighborList, VerletList, build_neighbor_list, resolve_threads
+from dcf.descriptors.pair_factor import POLY_SIZE, pair_factor_poly
+from dcf.descriptors.neighbors import (NeighborList, VerletList, build_neighbor_list,
+                                      resolve_threads)
 from dcf.descriptors.spec import FingerprintSpec, SpecError
 
-_MODE_VALUES, _MODE_DERIVATIVES, _MODE_FORCES = 0, 1, 2
+_MODES = _portable.MODES         # the kernels' constants (dcf/_ext/terms.pxd)
+_KINDS = _portable.KINDS
 KERNELS = ("auto", "avx512", "avx2", "portable")
 _MODULES = {"avx512": "fingerprints_avx512", "avx2": "fingerprints_avx2",
             "portable": "fingerprints"}
@@ -70,11 +73,18 @@ def kernel_module(name: str | None = None):
     return importlib.import_module(f"dcf._ext.{_MODULES[name]}")
 
 
-_RADIAL = {"G1": 1, "G2": 2, "G3": 3}
+_RADIAL = ("G1", "G2", "G3")
 
 
 def _compile(spec: FingerprintSpec, center: str, kernel):
-    """Flatten the terms of one central element into the kernel's arrays."""
+    """The terms of one central element bound for `kernel` (its CompiledTerms)."""
+    return kernel.CompiledTerms(*term_arrays(spec, center, kernel))
+
+
+def term_arrays(spec: FingerprintSpec, center: str, kernel=_portable):
+    """The terms of one central element flattened into the arrays of the kernels' `Terms`
+    (dcf/_ext/terms.pxd, one per pointer field, by name) and the counts
+    (n_species, nG, nA) that go with them."""
     species = {el: s for s, el in enumerate(spec.elements)}
     ns = len(species)
     g_terms, a_terms = spec.invariant_terms(center), spec.vector_terms(center)
@@ -110,7 +120,7 @@ def _compile(spec: FingerprintSpec, center: str, kernel):
     arrays = {
         "rc": np.array(rcs, float),
         "rad_start": rad_start,
-        "rad_kind": [_RADIAL[t.kind] for _, _, t in radial],
+        "rad_kind": [_KINDS[t.kind] for _, _, t in radial],
         "rad_rc": [rc_index[t.Rc] for _, _, t in radial],
         "rad_eta": [dict(t.params).get("eta", 0.0) for _, _, t in radial],
         "rad_rs": [dict(t.params).get("Rs", 0.0) for _, _, t in radial],
@@ -120,7 +130,7 @@ def _compile(spec: FingerprintSpec, center: str, kernel):
         "fac_eta": [f[1] for f in factors],
         "pair_start": pair_start,
         "pair_rc2": pair_rc2,
-        "grp_kind": [int(k[1][1]) for k in group_keys],
+        "grp_kind": [_KINDS[k[1]] for k in group_keys],
         "grp_rc": [rc_index[k[2]] for k in group_keys],
         "grp_fac": [factors.index((rc_index[k[2]], k[3])) for k in group_keys],
         "grp_eta": [k[3] for k in group_keys],
@@ -138,13 +148,66 @@ def _compile(spec: FingerprintSpec, center: str, kernel):
         "vec_norm": [1 if t.kind == "A1" else 0 for _, _, t in vector],
         "vec_col": [col for _, col, _ in vector],
     }
-    arrays = {k: np.asarray(v, dtype=float if k in _FLOAT_KEYS else np.intc)
-              for k, v in arrays.items()}
-    return kernel.CompiledTerms(arrays, ns, len(g_terms), len(a_terms))
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    arrays["grp_poly"], arrays["grp_pc"], arrays["grp_pd"] = _pair_polynomials(arrays)
+    arrays["ang_kzl"] = arrays["ang_coef"] * arrays["ang_zeta"] * arrays["ang_lambda"]
+    arrays["ang_mate"] = _mates(arrays)
+    arrays["grp_fused"], arrays["ang_slot"] = _fused_slots(arrays, kernel.FUSED_MAX_LOG2_ZETA)
+    return arrays, ns, len(g_terms), len(a_terms)
 
 
-_FLOAT_KEYS = {"rc", "rad_eta", "rad_rs", "rad_kappa", "fac_eta", "pair_rc2", "grp_eta", "ang_zeta",
-               "ang_lambda", "ang_coef", "vec_eta", "vec_rs", "vec_delta"}
+def _pair_polynomials(k: dict):
+    """grp_poly (n_grp,): the degree (11, 15) of each G4 group's pair-factor polynomials, 0
+    where none fits (and for G5); grp_pc, grp_pd (n_grp, POLY_SIZE) their coefficients."""
+    n_grp = len(k["grp_kind"])
+    degree = np.zeros(n_grp, dtype=np.intc)
+    pc = np.zeros((n_grp, POLY_SIZE))
+    pd = np.zeros((n_grp, POLY_SIZE))
+    for g in range(n_grp):
+        if k["grp_kind"][g] != _KINDS["G4"]:
+            continue
+        fit = pair_factor_poly(float(k["rc"][k["grp_rc"][g]]), float(k["grp_eta"][g]))
+        if fit is not None:
+            degree[g] = len(fit[0]) - 1
+            pc[g, :len(fit[0])], pd[g, :len(fit[1])] = fit
+    return degree, pc, pd
+
+
+def _mates(k: dict) -> np.ndarray:
+    """ang_mate (n_ang,): pairs the terms of a group that share an integer zeta (both
+    |lambda| <= 1), so the kernels run them as two lanes: the first gets the index of the
+    second, the second -2; -1 for a term alone."""
+    izeta, lam, start = k["ang_izeta"], k["ang_lambda"], k["grp_start"]
+    mate = np.full(len(izeta), -1, dtype=np.intc)
+    for g in range(len(start) - 1):
+        for a in range(start[g], start[g + 1]):
+            if mate[a] != -1 or izeta[a] < 1 or abs(lam[a]) > 1:
+                continue
+            for b in range(a + 1, start[g + 1]):
+                if mate[b] == -1 and izeta[b] == izeta[a] and abs(lam[b]) <= 1:
+                    mate[a], mate[b] = b, -2
+                    break
+    return mate
+
+
+def _fused_slots(k: dict, max_log2_zeta: int):
+    """grp_fused (n_grp,), ang_slot (n_ang,): the groups the fused triplet loop takes (every
+    term lambda = +-1, zeta = 2^j with j <= max_log2_zeta, Q a polynomial or G5) as the bit
+    set of their j, and each such term's sum, 2 j + (lambda < 0); 0 and -1 elsewhere."""
+    n_grp = len(k["grp_kind"])
+    fused = np.zeros(n_grp, dtype=np.intc)
+    slot = np.full(len(k["ang_col"]), -1, dtype=np.intc)
+    for g in range(n_grp):
+        terms = range(k["grp_start"][g], k["grp_start"][g + 1])
+        if k["grp_kind"][g] == _KINDS["G4"] and k["grp_poly"][g] == 0:
+            continue
+        pows = [int(k["ang_izeta"][a]).bit_length() - 1 for a in terms]
+        if all(abs(k["ang_lambda"][a]) == 1.0 and k["ang_izeta"][a] == 1 << j
+               and j <= max_log2_zeta for a, j in zip(terms, pows)):
+            for a, j in zip(terms, pows):
+                fused[g] |= 1 << j
+                slot[a] = 2 * j + (k["ang_lambda"][a] < 0)
+    return fused, slot
 
 
 @dataclass
@@ -209,6 +272,8 @@ class Featurizer:
     "portable" (`kernel_module`); the builds agree to round-off. skin (Angstrom): with
     skin > 0 the neighbor list is a `VerletList`, rebuilt only once some atom has moved
     skin / 2 (MD, where one Featurizer sees the same atoms step after step).
+    check_scratch: set True for a debug run of the kernels (`compute(check=True)`: NaN-filled
+    scratch with guard bands), which raises RuntimeError if a kernel oversteps its scratch.
     """
 
     def __init__(self, spec: FingerprintSpec | str, num_threads: int | None = None,
@@ -227,6 +292,7 @@ class Featurizer:
             self._species_of[atomic_numbers[el]] = s
         self.kernel = self._kernel.simd()
         self._compiled = {el: _compile(self.spec, el, self._kernel) for el in self.spec.elements}
+        self.check_scratch = False
 
     def environment(self, atoms, source: str = "structure",
                     part: tuple[int, int] = (0, 1)) -> Environment:
@@ -311,10 +377,10 @@ class Featurizer:
             A = np.zeros((n_c, terms.nA, 3))
             dG = np.zeros((p, terms.nG, 3)) if derivatives else empty
             dA = np.zeros((p, terms.nA, 3, 3)) if derivatives else empty
-            self._kernel.compute(terms, _MODE_DERIVATIVES if derivatives else _MODE_VALUES,
-                            env.pfirst[el], env.entry[el], nl.j, nl.D, nl.d, env.species,
-                            G.reshape(-1), A.reshape(-1), dG.reshape(-1), dA.reshape(-1),
-                            empty, empty, self.num_threads)
+            self._kernel.compute(terms, _MODES["derivatives" if derivatives else "values"],
+                                 env.pfirst[el], env.entry[el], nl.j, nl.D, nl.d, env.species,
+                                 G.reshape(-1), A.reshape(-1), dG.reshape(-1), dA.reshape(-1),
+                                 empty, empty, self.num_threads, self.check_scratch)
             out.G[el], out.A[el], out.index[el] = G, A, env.centers[el]
             if derivatives:
                 out.dG[el], out.dA[el] = dG, dA
@@ -341,11 +407,12 @@ class Featurizer:
                 raise ValueError(f"dE/dG of {el} has shape {w.shape}, expected {(n_c, terms.nG)}")
             gpair = np.zeros((len(env.entry[el]), 3))
             scratch = np.zeros(n_c * terms.nG)
-            self._kernel.compute(terms, _MODE_FORCES, env.pfirst[el], env.entry[el], nl.j, nl.D,
-                            nl.d, env.species, scratch, empty, empty, empty, w.reshape(-1),
-                            gpair.reshape(-1), self.num_threads)
-            self._kernel.scatter_forces(env.centers[el], env.pfirst[el], env.entry[el], nl.j, nl.D,
-                                   gpair, forces, virial)
+            self._kernel.compute(terms, _MODES["forces"], env.pfirst[el], env.entry[el], nl.j,
+                                 nl.D, nl.d, env.species, scratch, empty, empty, empty,
+                                 w.reshape(-1), gpair.reshape(-1), self.num_threads,
+                                 self.check_scratch)
+            self._kernel.scatter_forces(env.centers[el], env.pfirst[el], env.entry[el], nl.j,
+                                        nl.D, gpair, forces, virial)
         return forces, virial
 
     def __call__(self, atoms, derivatives: bool = False) -> Features:
