@@ -51,22 +51,12 @@ class SamplingPlan:
                 h.update(np.ascontiguousarray(self.rows[el][key]).tobytes())
         return h.hexdigest()
 
-    def frame_rows(self, el: str, lo: int, hi: int) -> tuple[int, int]:
-        """Row range of `el` whose frames are order[lo:hi] (a contiguous range)."""
-        pos = self._positions()[self.rows[el]["frame"]]
-        return int(np.searchsorted(pos, lo)), int(np.searchsorted(pos, hi))
-
     def needed(self) -> np.ndarray:
         """(n_frames,) bool: frames with at least one sampled snapshot (those to featurize)."""
         need = np.zeros(self.n_frames, bool)
         for r in self.rows.values():
             need[r["frame"]] = True
         return need
-
-    def _positions(self) -> np.ndarray:
-        pos = np.empty(self.n_frames, np.int64)
-        pos[self.order] = np.arange(self.n_frames)
-        return pos
 
 
 def split_frames(n_frames: int, test_fraction: float, seed: int = 0) -> np.ndarray:

@@ -24,8 +24,6 @@ from dcf.descriptors.neighbors import MD_SKIN, resolve_threads
 from dcf.parallel import SerialComm
 from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 
-LABEL = "B-P"
-
 
 @register_model_kind
 class BPModel:
