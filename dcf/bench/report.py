@@ -155,11 +155,19 @@ def findings(costs: Costs) -> dict:
         "dcf_over_classical_ase": _ratio(dcf, ase),
         "dcf_over_classical_native": _ratio(dcf, native),
         "classical_native_us_per_atom_step": native.us_per_atom if native else None,
-        "n2p2_over_dcf": N2P2_SECONDS_PER_208_ATOM_FRAME * n / 208 / dcf.median if dcf else None,
+        "n2p2_over_dcf": _n2p2_over(costs.get(DCF_FORCES.format(head="paper"), 208)),
         "sweep_fingerprint_ratio": (min(fp), max(fp)) if fp else None,
         "profile": dcf.extra.get("profile") if dcf else None,
     }
     return out
+
+
+def _n2p2_over(force_call: Cost | None) -> float | None:
+    """n2p2's energy+forces call on 208 atoms over a DCF force call on the same 208 atoms
+    (a call against a call: the MD step adds the integrator, which n2p2's figure lacks)."""
+    if force_call is None or force_call.median <= 0:
+        return None
+    return N2P2_SECONDS_PER_208_ATOM_FRAME / force_call.median
 
 
 def _verdict(measured, claimed, factor=2.0) -> str:
@@ -224,8 +232,9 @@ def targets_table(f: dict) -> list[tuple[str, str, str, str]]:
                      _yes(us <= TARGET_US_PER_ATOM_STEP)))
     if f["n2p2_over_dcf"] is not None:
         r = f["n2p2_over_dcf"]
-        rows.append((f"speedup over n2p2 energy+forces ({1000 * N2P2_SECONDS_PER_208_ATOM_FRAME:g}"
-                     f" ms per 208 atoms)", f">= {TARGET_N2P2_SPEEDUP:g}x", f"{r:.2f}x",
+        rows.append((f"DCF force call, speedup over n2p2 energy+forces "
+                     f"({1000 * N2P2_SECONDS_PER_208_ATOM_FRAME:g} ms per 208 atoms)",
+                     f">= {TARGET_N2P2_SPEEDUP:g}x", f"{r:.2f}x",
                      _yes(r >= TARGET_N2P2_SPEEDUP)))
     return rows
 
@@ -296,7 +305,7 @@ def plot_cost_per_atom_step(costs: Costs, path) -> Path:
                 [TARGET_DCF_OVER_CLASSICAL * c.us_per_atom for c in native], ":", color="gray",
                 label=f"target for DCF: {TARGET_DCF_OVER_CLASSICAL:g} x LAMMPS loop")
     n2p2 = 1e6 * N2P2_SECONDS_PER_208_ATOM_FRAME / 208
-    ax.plot([208], [n2p2], "k*", ms=11, label="n2p2 B-P energy+forces (reference)")
+    ax.plot([208], [n2p2], "k*", ms=11, label="n2p2 B-P energy+forces, one call (reference)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("atoms (system B and its replicas)")
@@ -386,7 +395,7 @@ def summary_lines(f: dict) -> list[str]:
             out.append(f"DCF / classical FF per atom-step ({how}): {f[key]:.2f}x "
                        f"(the paper: {PAPER_DCF_OVER_CLASSICAL:g}x)")
     if f["n2p2_over_dcf"] is not None:
-        out.append(f"n2p2 energy+forces / DCF MD step: {f['n2p2_over_dcf']:.2f}x")
+        out.append(f"n2p2 energy+forces / DCF force call, 208 atoms: {f['n2p2_over_dcf']:.2f}x")
     if f["profile"]:
         parts = sorted(f["profile"]["parts"].items(), key=lambda kv: -kv[1])
         total = f["profile"]["md_step"]
