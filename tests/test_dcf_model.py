@@ -259,7 +259,19 @@ def test_untrained_head_is_refused(rng, frames):
 
 
 def test_rotate_atoms_rotates_positions_and_cell(rng, frames):
+    """Against ASE's own Atoms.rotate (axis and angle of T, cell rotated with the atoms)."""
+    from scipy.spatial.transform import Rotation
     T = rotate_matrix(rng)
+    axis_angle = Rotation.from_matrix(T).as_rotvec()
+    angle = np.linalg.norm(axis_angle)
+    assert angle > 0.1                                  # a rotation that moves the atoms
+    expected = frames[0].copy()
+    expected.rotate(np.degrees(angle), axis_angle / angle, center=(0, 0, 0), rotate_cell=True)
     rotated = rotate_atoms(frames[0], T)
+    np.testing.assert_allclose(rotated.positions, expected.positions, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(rotated.cell.array, expected.cell.array, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(rotated.get_scaled_positions(wrap=False),
+                               frames[0].get_scaled_positions(wrap=False), rtol=0, atol=1e-10)
     np.testing.assert_allclose(rotated.get_all_distances(mic=True),
                                frames[0].get_all_distances(mic=True), atol=1e-10)
+    assert rotated.calc is None and frames[0].calc is not None
