@@ -12,6 +12,7 @@ import functools
 import os
 import time
 
+import numpy as np
 import pytest
 
 from dcf.data.structures import system_b
@@ -63,6 +64,14 @@ def system(replicate: int):
 @pytest.fixture
 def atoms(request):
     return system(request.param)
+
+
+def tiled(per_atom_of_system_b, n_atoms: int):
+    """A per-atom (or per-center, in atom order) array of system B repeated for its replica of
+    `n_atoms` atoms: `system_b(replicate=r)` repeats the 208-atom cell, so every replica atom
+    has the environment, fingerprints and forces of its original."""
+    x = np.asarray(per_atom_of_system_b)
+    return np.tile(x, (n_atoms // 208,) + (1,) * (x.ndim - 1))
 
 
 def tag(benchmark, quantity: str, n_atoms: int, steps: int = 1, **extra):

@@ -3,30 +3,68 @@
 networks: the numpy networks alone, from precomputed G and A (all elements of one frame);
 forces: a full force call (fingerprints without derivatives + networks + net-force removal).
 Weights are random (dcf.bench.costs.table_s4_model): the cost does not depend on their values.
+Each benchmark checks its forces against every network evaluated on its own, layer by layer
+(`reference_forces`), on system B's fingerprints (tiled over the replicas).
 Run: .venv/bin/python -m pytest benchmarks/test_bench_dcf.py --benchmark-only
 """
+import functools
+
 import numpy as np
 import pytest
 
-from conftest import system, tag
+from conftest import system, tag, tiled
 from dcf.bench import report as q
 from dcf import featurize
 from dcf.bench.costs import S4, table_s4_model
+from dcf.models.dcf import coefficient_features
 
 HEADS = ["paper", "covariant"]
+
+
+def dense(x, mlp):
+    """One network, layer by layer, in float64 (tanh hidden layers, linear output)."""
+    for W, b in zip(mlp.weights[:-1], mlp.biases[:-1]):
+        x = np.tanh(x @ W + b)
+    return x @ mlp.weights[-1] + mlp.biases[-1]
+
+
+def reference_forces(net, G, A):
+    """F (n, 3) eV/A of one element's networks from G (n, nG) and A (n, nA, 3)."""
+    Gn = (G - net.G_mean) * net.G_inv_std
+    fint = np.hstack([dense(Gn, m) for m in net.nn1.nets])
+    if net.head == "paper":
+        x = np.hstack([fint, A.reshape(len(A), -1)])
+        return np.hstack([dense(x, m) for m in net.head_net.nets]) * net.force_scale
+    c = dense(coefficient_features(Gn, fint, A, net.coefficient_inputs), net.head_net.nets[0])
+    return np.einsum("nk,nkc->nc", c, A) * net.force_scale
+
+
+@functools.lru_cache(maxsize=None)
+def reference(head):
+    """System B: its fingerprints, and per element and in all the reference forces with the
+    net force removed."""
+    model = table_s4_model(head)
+    f = featurize(system(1), S4, num_threads=1)
+    per_element = {el: reference_forces(model.networks[el], f.G[el], f.A[el])
+                   for el in S4.elements}
+    F = np.zeros((208, 3))
+    for el in S4.elements:
+        F[f.index[el]] = per_element[el]
+    return f, per_element, F - F.mean(axis=0)
 
 
 @pytest.mark.parametrize("head", HEADS)
 def test_networks_208_atoms(benchmark, head):
     model = table_s4_model(head)
-    f = featurize(system(1), S4, num_threads=1)
+    f, per_element, _ = reference(head)
     tag(benchmark, q.DCF_NETWORKS.format(head=head), 208)
 
     def networks():
         return [model.predict(el, f.G[el], f.A[el]) for el in S4.elements]
 
     out = benchmark(networks)
-    assert sum(len(F) for F in out) == 208
+    for el, F in zip(S4.elements, out):
+        np.testing.assert_allclose(F, per_element[el], rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -34,4 +72,4 @@ def test_forces(benchmark, head, atoms):
     model = table_s4_model(head)
     tag(benchmark, q.DCF_FORCES.format(head=head), len(atoms))
     F = benchmark(model.forces, atoms)
-    assert F.shape == (len(atoms), 3) and np.all(np.isfinite(F))
+    np.testing.assert_allclose(F, tiled(reference(head)[2], len(atoms)), rtol=0, atol=1e-9)

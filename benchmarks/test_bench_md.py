@@ -8,10 +8,13 @@ Each round runs `steps` MD steps from the same state (positions, momenta, forces
 untimed); extra_info["steps"] turns a round into a step. The DCF run on 208 atoms also
 records the profile of one step (dcf.bench.costs.profile_dcf_step).
 
+After the timed rounds each run checks its state (finite, moved, a sane temperature).
+
 Run: .venv/bin/python -m pytest benchmarks/test_bench_md.py --benchmark-only
 """
 import time
 
+import numpy as np
 import pytest
 
 from conftest import rounds_for, tag
@@ -43,6 +46,16 @@ def _calculator(force_field):
     return classical_calculator()
 
 
+def check_state(atoms, start):
+    """After the timed rounds: finite positions and forces, atoms that moved, a temperature
+    neither frozen nor exploded (the classical force field heats the unrelaxed random packing
+    to ~2e4 K in a few steps; a NaN or a runaway force call goes far beyond)."""
+    positions, forces = atoms.get_positions(), atoms.get_forces()
+    assert np.all(np.isfinite(positions)) and np.all(np.isfinite(forces))
+    assert np.abs(positions - start).max() > 1e-4
+    assert 10.0 < atoms.get_temperature() < 1e5
+
+
 def _seconds(fn, *args):
     start = time.perf_counter()
     fn(*args)
@@ -59,6 +72,7 @@ def test_md_step(benchmark, request, monkeypatch, force_field, atoms):
         monkeypatch.setenv("DCF_KERNEL", "avx2")
     run = MDRun(atoms, _calculator(force_field), **MD)
     run.reset()
+    start = run.atoms.get_positions()
     per_step = _seconds(run.run, 1)            # warm-up and estimate
     steps = max(1, min(100, int(ROUND_SECONDS / per_step)))
     tag(benchmark, q.MD_STEP.format(ff=force_field), len(atoms), steps=steps,
@@ -66,6 +80,7 @@ def test_md_step(benchmark, request, monkeypatch, force_field, atoms):
         **({"potential": CLASSICAL_LABEL} if force_field == q.FF_CLASSICAL_ASE else {}))
     benchmark.pedantic(run.run, args=(steps,), setup=run.reset,
                        rounds=rounds_for(request.config, steps * per_step))
+    check_state(run.atoms, start)
     if force_field == q.FF_DCF_PAPER and len(atoms) == SYSTEM_B_ATOMS:
         repeats = min(50, rounds_for(request.config, 3 * per_step))
         benchmark.extra_info["profile"] = profile_dcf_step(_model(force_field), atoms,
@@ -84,4 +99,5 @@ def test_md_step_lammps_loop(benchmark, request, atoms):
     benchmark.pedantic(md.run, args=(steps,), rounds=rounds_for(request.config, steps * per_step),
                        warmup_rounds=1)
     benchmark.extra_info["final_temperature_K"] = md.temperature()
+    assert 10.0 < md.temperature() < 3000.0
     md.close()

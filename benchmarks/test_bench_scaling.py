@@ -3,11 +3,15 @@ neighbor count m within Rc = 6.5 A runs over --m-sweep (default 30 ... 160); at 
 fingerprints (G, G+A, G+dG/dr) and the force calls (DCF, B-P energy+forces) of random
 Table S4 models. The report divides them: (G+dG/dr)/(G+A) and B-P/DCF against 1 + 3m.
 
+Each result is checked (`check`): fingerprints against the portable kernel build, finite forces
+summing to zero.
+
 Run: .venv/bin/python -m pytest benchmarks/test_bench_scaling.py --benchmark-only \
          --benchmark-group-by=group
 """
 import functools
 
+import numpy as np
 import pytest
 
 from conftest import tag
@@ -39,6 +43,29 @@ def _call(quantity, atoms):
     }[quantity]
 
 
+@functools.lru_cache(maxsize=None)
+def reference_features(m: float):
+    """G and A of the compressed system from the portable kernel build, once per m."""
+    return Featurizer(S4, num_threads=1, kernel="portable")(compressed(m))
+
+
+def check(quantity, result, m_target):
+    """The timed call's result: fingerprints equal to the portable build's to round-off;
+    forces finite and summing to zero (net force removed / -dE/dr); a finite energy."""
+    if quantity in (q.G, q.G_A, q.G_DG):
+        ref = reference_features(m_target)
+        for el in S4.elements:
+            np.testing.assert_allclose(result.G[el], ref.G[el], rtol=1e-9, atol=1e-10)
+            if quantity == q.G_A:
+                np.testing.assert_allclose(result.A[el], ref.A[el], rtol=1e-9, atol=1e-10)
+        return
+    F = result["forces"] if isinstance(result, dict) else result
+    assert F.shape == (208, 3) and np.all(np.isfinite(F))
+    np.testing.assert_allclose(F.sum(axis=0), 0.0, atol=1e-8)
+    if isinstance(result, dict):
+        assert np.isfinite(result["energy"])
+
+
 @pytest.mark.parametrize("quantity", q.SWEEP_QUANTITIES)
 def test_m_sweep(benchmark, quantity, m_target):
     atoms = compressed(m_target)
@@ -46,4 +73,4 @@ def test_m_sweep(benchmark, quantity, m_target):
     tag(benchmark, quantity, len(atoms), sweep="m", m_target=m_target, mean_neighbors=m,
         length_scale=atoms.info["scale"])
     benchmark.group = f"m sweep: m = {m:.1f}"
-    benchmark(_call(quantity, atoms))
+    check(quantity, benchmark(_call(quantity, atoms)), m_target)

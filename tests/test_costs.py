@@ -165,6 +165,8 @@ def fake_json() -> dict:
               _bench(q.G_DG, 208, g_dg, **sweep),
               _bench(q.DCF_FORCES.format(head="paper"), 208, dcf, **sweep),
               _bench(q.BP_EF, 208, bp, **sweep)]
+    b.append(_bench(q.FEATURIZE_STORE, 208, 0.05, steps=20, featurize_frames_per_s=25.0,
+                    featurize_atoms_per_s=5200.0, store_seconds=0.1, bytes_per_snapshot=400.0))
     b.append({"name": "unrelated", "extra_info": {}, "stats": {"median": 1.0}})
     info = {"cpu": "Test CPU", "logical_cpus": 2, "cpus_available": 1, "load_average": [0.1] * 3,
             "load_average_start": [0.1] * 3, "python": "3.x", "date": "2026-01-01 00:00 UTC"}
@@ -241,6 +243,11 @@ def test_write_report_tables_and_figures(tmp_path):
     assert "| 100.0 | 1 | 10 | 25 | 2.5 | 11 | 44 | 4 | 301 |" in text
     assert "Test CPU" in text and "## Where a DCF MD step spends its time" in text
     assert "| G | 6 | 57.7% |" in text
+    # featurization: 1 s per round of 20 frames of 208 atoms
+    assert "| whole run, median | 50 ms/frame | 20.0 frames/s, 4160 atoms/s |" in text
+    assert "| featurization phase | 40 ms/frame | 25.0 frames/s, 5200 atoms/s |" in text
+    assert "| store size | 400 bytes per snapshot |  |" in text
+    assert "- featurize into a store (Table S4, 1 rank): 20.0 frames/s, 4160 atoms/s" in text
 
 
 def test_report_without_classical_force_field(tmp_path):

@@ -28,6 +28,7 @@ BP_E = "B-P energy"
 DCF_NETWORKS = "DCF networks ({head} head)"
 DCF_FORCES = "DCF forces ({head} head)"
 MD_STEP = "MD step: {ff}"
+FEATURIZE_STORE = "featurize to store"      # per frame (steps = frames per round)
 FF_DCF_PAPER = "DCF (paper head)"
 FF_DCF_COVARIANT = "DCF (covariant head)"
 FF_DCF_PAPER_AVX2 = "DCF (paper head, AVX2 kernels)"    # measured where auto picks AVX-512
@@ -158,6 +159,7 @@ def findings(costs: Costs) -> dict:
         "n2p2_over_dcf": _n2p2_over(costs.get(DCF_FORCES.format(head="paper"), 208)),
         "sweep_fingerprint_ratio": (min(fp), max(fp)) if fp else None,
         "profile": dcf.extra.get("profile") if dcf else None,
+        "featurize": costs.get(FEATURIZE_STORE, 208),
     }
     return out
 
@@ -396,6 +398,10 @@ def summary_lines(f: dict) -> list[str]:
                        f"(the paper: {PAPER_DCF_OVER_CLASSICAL:g}x)")
     if f["n2p2_over_dcf"] is not None:
         out.append(f"n2p2 energy+forces / DCF force call, 208 atoms: {f['n2p2_over_dcf']:.2f}x")
+    if f["featurize"] is not None:
+        c = f["featurize"]
+        out.append(f"featurize into a store (Table S4, 1 rank): {1 / c.median:.1f} frames/s, "
+                   f"{c.n_atoms / c.median:.0f} atoms/s of {c.n_atoms}-atom frames")
     if f["profile"]:
         parts = sorted(f["profile"]["parts"].items(), key=lambda kv: -kv[1])
         total = f["profile"]["md_step"]
@@ -518,6 +524,8 @@ def write_report(data: dict, report, figures=None, run: dict | None = None) -> P
                  f"/ {costs.sizes[0] if costs.sizes else ''} atoms",
                  "reference (208 atoms, not re-measured)"), rows)
 
+    L += featurize_section(f["featurize"])
+
     load0, load1 = info.get("load_average_start", []), info.get("load_average", [])
     L += ["## Machine", ""]
     L += _table(("", ""), [
@@ -570,6 +578,31 @@ def write_report(data: dict, report, figures=None, run: dict | None = None) -> P
     from dcf.files import write_atomic
     write_atomic(report, lambda tmp: tmp.write_text("\n".join(L)))
     return report
+
+
+def featurize_section(c: Cost | None) -> list[str]:
+    """Markdown of the featurize-to-store benchmark (`benchmarks/test_bench_featurize.py`)."""
+    if c is None:
+        return []
+    ei = c.extra
+    L = ["## Featurization into a feature store", "",
+         f"`featurize_to_store` on {c.steps} rattled frames of system B ({c.n_atoms} atoms, "
+         f"Table S4, one rank, one thread): fingerprints, checkpoint blocks and the HDF5 store "
+         f"(gzip). Per frame, median and minimum of {c.rounds} rounds; the featurization phase "
+         f"alone and the store's size from the last round.", ""]
+    rows = [("whole run, median", f"{_ms(c.median)} ms/frame",
+             f"{1 / c.median:.1f} frames/s, {c.n_atoms / c.median:.0f} atoms/s"),
+            ("whole run, best round", f"{_ms(c.min)} ms/frame",
+             f"{1 / c.min:.1f} frames/s, {c.n_atoms / c.min:.0f} atoms/s")]
+    if "featurize_frames_per_s" in ei:
+        rows.append(("featurization phase", f"{_ms(1 / ei['featurize_frames_per_s'])} ms/frame",
+                     f"{ei['featurize_frames_per_s']:.1f} frames/s, "
+                     f"{ei['featurize_atoms_per_s']:.0f} atoms/s"))
+    if "store_seconds" in ei:
+        rows.append(("assembling the store", f"{_ms(ei['store_seconds'])} ms", ""))
+    if "bytes_per_snapshot" in ei:
+        rows.append(("store size", f"{ei['bytes_per_snapshot']:.0f} bytes per snapshot", ""))
+    return L + _table(("", "time", "throughput"), rows)
 
 
 def _loads(values) -> str:

@@ -1,8 +1,8 @@
 """`dcf bench`: the cost benchmarks and their report.
 
 Runs the pytest-benchmark suites in benchmarks/ (neighbor list, G, G+A, G+dG/dr, DCF and B-P
-force calls, one MD step through ASE for DCF, B-P and the classical Li-P-O force field, and
-the m sweep) on one thread, saves their JSON, and writes the markdown report with tables,
+force calls, one MD step through ASE for DCF, B-P and the classical Li-P-O force field, the
+m sweep, and featurization into a feature store) on one thread, saves their JSON, and writes the markdown report with tables,
 machine information and two PNG figures (the paper's Figure 4 in our numbers; cost ratios
 against the mean neighbor count m).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 HELP = "measure DCF, B-P and classical force-field costs; write docs/benchmarks.md"
 
 SUITES = ("test_bench_fingerprints.py", "test_bench_bp.py", "test_bench_dcf.py",
-          "test_bench_md.py", "test_bench_scaling.py")
+          "test_bench_md.py", "test_bench_scaling.py", "test_bench_featurize.py")
 MODES = {
     "full": {"replicates": "1,2,4", "m_sweep": "30,50,75,100,130,160", "min_rounds": 5,
              "max_time": 2.0},
