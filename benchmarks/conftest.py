@@ -23,7 +23,8 @@ def pytest_addoption(parser):
     group.addoption("--replicates", default="1,2,4",
                     help="system B replicas n (n^3 x 208 atoms), comma-separated (default 1,2,4)")
     group.addoption("--m-sweep", default="30,50,75,100,130,160",
-                    help="mean neighbor counts of the density sweep (default 30,50,75,100,130,160)")
+                    help="mean neighbor counts of the density sweep "
+                         "(default 30,50,75,100,130,160)")
 
 
 def _ints(text):

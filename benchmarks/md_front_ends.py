@@ -1,9 +1,10 @@
 """Time per MD step of DCF and B–P through ASE and through i-PI (system B, Table S4 models).
 
-ASE: Langevin steps of `dcf.dynamics.md.make_dynamics` with the model's calculator, in this process.
-i-PI: a real `i-pi` server (NVT, SVR thermostat) and `dcf.dynamics.ipi.serve` in this process over a
-UNIX socket; the time per step is the spacing of the driver's force calls, so it includes the
-server's own work per step. One thread; weights are random (cost does not depend on them).
+ASE: Langevin steps of `dcf.dynamics.md.make_dynamics` with the model's calculator, in this
+process. i-PI: a real `i-pi` server (NVT, SVR thermostat) and `dcf.dynamics.ipi.serve` in this
+process over a UNIX socket; the time per step is the spacing of the driver's force calls, so it
+includes the server's own work per step. One thread; weights are random (cost does not depend
+on them).
 
 Run: .venv/bin/python benchmarks/md_front_ends.py [--out out/md_front_ends.json]
 """
@@ -106,7 +107,8 @@ def main():
                 row = {"model": name, "front_end": front, "n_atoms": len(atoms),
                        **stats(timer(model, atoms, steps), len(atoms))}
                 rows.append(row)
-                print(f"{name:4s} {front:5s} {len(atoms):5d} atoms: {row['median_ms']:8.2f} ms/step "
+                print(f"{name:4s} {front:5s} {len(atoms):5d} atoms: "
+                      f"{row['median_ms']:8.2f} ms/step "
                       f"(IQR {row['iqr_ms']:.2f}, min {row['min_ms']:.2f}, {row['n_steps']} steps)"
                       f"  {row['us_per_atom_step']:7.1f} us/atom/step", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,9 @@ import pytest
 
 from conftest import rounds_for, tag
 from dcf.bench import report as q
-from dcf.bench.costs import (CLASSICAL_LABEL, LammpsNativeMD, MDRun, bp_model, classical_calculator,
-                       lammps_missing, profile_dcf_step, table_s4_model)
+from dcf.bench.costs import (CLASSICAL_LABEL, LammpsNativeMD, MDRun, bp_model,
+                             classical_calculator, lammps_missing, profile_dcf_step,
+                             table_s4_model)
 from dcf.descriptors.fingerprints import kernel_module, kernels_available
 
 ROUND_SECONDS = 0.25     # MD steps per round: about this long

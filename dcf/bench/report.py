@@ -476,7 +476,8 @@ def write_report(data: dict, report, figures=None, run: dict | None = None) -> P
     if prof:
         L += [f"## Where a DCF MD step spends its time ({prof['n_atoms']} atoms)", "",
               f"Each part timed directly, interleaved, median of {prof['repeats']} repeats "
-              f"(`dcf.bench.costs.profile_dcf_step`). Neighbor list: `Featurizer.environment` along "
+              f"(`dcf.bench.costs.profile_dcf_step`). Neighbor list: `Featurizer.environment` "
+              f"along "
               f"the run (the Verlet list's refresh, its rebuilds at the rate the run makes "
               f"them, and each element's entries; a mean); A is (G+A) - G; networks: "
               f"`model.predict` "
@@ -551,7 +552,8 @@ def write_report(data: dict, report, figures=None, run: dict | None = None) -> P
               f"the IQR shows the noise.", ""]
 
     L += ["## Method", "",
-          "- Systems: the paper's system B (`dcf.data.structures.system_b`: 64 Li, 112 O, 32 P in a "
+          "- Systems: the paper's system B (`dcf.data.structures.system_b`: 64 Li, 112 O, 32 P "
+          "in a "
           "periodic 10.4 x 14.0 x 16.0 A cell, random positions at least 1.6 A apart) and its "
           "2x2x2 and 4x4x4 replicas; Table S4 features (`mailoa2019-S4`: 36 G and 6 A per "
           "atom, Rc 6.5 A).",

@@ -2,9 +2,9 @@
 
 Runs the pytest-benchmark suites in benchmarks/ (neighbor list, G, G+A, G+dG/dr, DCF and B-P
 force calls, one MD step through ASE for DCF, B-P and the classical Li-P-O force field, the
-m sweep, and featurization into a feature store) on one thread, saves their JSON, and writes the markdown report with tables,
-machine information and two PNG figures (the paper's Figure 4 in our numbers; cost ratios
-against the mean neighbor count m).
+m sweep, and featurization into a feature store) on one thread, saves their JSON, and writes
+the markdown report with tables, machine information and two PNG figures (the paper's
+Figure 4 in our numbers; cost ratios against the mean neighbor count m).
 """
 from __future__ import annotations
 
