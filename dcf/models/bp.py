@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from dcf.descriptors.fingerprints import Featurizer
-from dcf.models.mlp import MLP
+from dcf.models.mlp import MLP, blas_threads
 from dcf.models.modelfile import ModelFileError, register_model_kind, write_model_file
 from dcf.descriptors.neighbors import MD_SKIN, resolve_threads
 from dcf.parallel import SerialComm
@@ -33,7 +33,9 @@ class BPModel:
     spec.n_features(el)[0] inputs and one output (eV); g_mean[el], g_std[el] (nG_el,):
     input normalization; atom_energy[el]: reference energy e_el (eV); training: a
     JSON-serializable record of how the model was trained (saved in the model file).
-    The Featurizer (compiled spec, buffers) is kept between calls, for MD.
+    The Featurizer (compiled spec, buffers) is kept between calls, for MD. num_threads:
+    threads of the fingerprint kernels (OpenMP) and of the networks' BLAS during a call
+    (default: DCF_NUM_THREADS or OMP_NUM_THREADS, else 1).
     """
 
     kind = "bp"
@@ -55,7 +57,7 @@ class BPModel:
         self.comm = SerialComm()
 
     def set_threads(self, num_threads: int) -> None:
-        """OpenMP threads of the fingerprint kernels."""
+        """Threads of the fingerprint kernels (OpenMP) and of the networks (BLAS)."""
         self._featurizer.num_threads = resolve_threads(num_threads)
 
     def set_communicator(self, comm) -> None:
@@ -130,11 +132,12 @@ class BPModel:
         other atoms) and their gradients dE/dG[el] (n_el, nG_el) for `Featurizer.forces`."""
         energies = np.zeros(n_atoms)
         dEdG = {}
-        for el in self.elements:
-            x = (features.G[el] - self.g_mean[el]) * self._inv_std[el]
-            e, dEdx = self.networks[el].value_and_input_gradient(x)
-            energies[features.index[el]] = e + self.atom_energy[el]
-            dEdG[el] = dEdx * self._inv_std[el]
+        with blas_threads(self._featurizer.num_threads):
+            for el in self.elements:
+                x = (features.G[el] - self.g_mean[el]) * self._inv_std[el]
+                e, dEdx = self.networks[el].value_and_input_gradient(x)
+                energies[features.index[el]] = e + self.atom_energy[el]
+                dEdG[el] = dEdx * self._inv_std[el]
         return energies, dEdG
 
     def energy(self, atoms) -> float:

@@ -26,9 +26,10 @@ import functools
 
 import numpy as np
 
-from dcf.models.mlp import ACTIVATIONS, MLP
+from dcf.models.mlp import ACTIVATIONS, MLP, blas_threads
 from dcf.models.modelfile import ModelFileError, register_model_kind, write_model_file
 from dcf.parallel import SerialComm
+from dcf.descriptors.neighbors import resolve_threads
 from dcf.descriptors.spec import FingerprintSpec, SpecError
 
 HEADS = ("paper", "covariant")
@@ -163,6 +164,8 @@ class DCFModel:
     Forces only: DCF predicts forces directly, not as the gradient of an energy, so there is no
     energy or stress. ``remove_net_force`` subtracts the mean force of each structure, so that the
     forces sum to zero (exact for periodic and isolated systems without external fields).
+    num_threads: threads of the fingerprint kernels (OpenMP) and of the networks' BLAS during a
+    force call (default: DCF_NUM_THREADS or OMP_NUM_THREADS, else 1).
     """
 
     kind = "dcf"
@@ -214,7 +217,8 @@ class DCFModel:
                              f"made with the model's fingerprint spec?")
         if not len(G):
             return np.zeros((0, 3))
-        return net.forces(G, A)
+        with blas_threads(resolve_threads(self.num_threads)):
+            return net.forces(G, A)
 
     def featurizer(self):
         if self._featurizer is None:
@@ -224,7 +228,7 @@ class DCFModel:
         return self._featurizer
 
     def set_threads(self, num_threads: int) -> None:
-        """OpenMP threads of the fingerprint kernels."""
+        """Threads of the fingerprint kernels (OpenMP) and of the networks (BLAS)."""
         self.num_threads = num_threads
         self._featurizer = None
 
@@ -249,10 +253,11 @@ class DCFModel:
         """Forces (n_atoms, 3) eV/A on the central atoms of `features` (a Featurizer's
         `Features`), zero on the other atoms; no net-force removal."""
         F = np.zeros((n_atoms, 3))
-        for el in self.elements:
-            if len(features.index[el]):
-                F[features.index[el]] = self.networks[el].forces(features.G[el],
-                                                                  features.A[el])
+        with blas_threads(resolve_threads(self.num_threads)):
+            for el in self.elements:
+                if len(features.index[el]):
+                    F[features.index[el]] = self.networks[el].forces(features.G[el],
+                                                                      features.A[el])
         return F
 
     def compute(self, atoms, properties) -> dict:

@@ -4,12 +4,19 @@ Training happens in TensorFlow/Keras; the trained weights are copied into an `ML
 the model file. MD then evaluates the network with a few numpy matrix products per step and no
 framework overhead. `MLP` also gives the gradient of a scalar output with respect to the inputs
 (dE/dG for B–P forces).
+
+The matrix products go through numpy's BLAS, whose thread pool is sized for the whole machine.
+For matrices this small, extra threads only cost (and oversubscribe cores that MD ranks or other
+jobs hold), so inference runs inside `blas_threads(n)` with the model's thread count.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 # activation name -> (f(z), f'(z) written in terms of z and f(z))
 ACTIVATIONS = {
@@ -19,6 +26,29 @@ ACTIVATIONS = {
              lambda z, a: (s := 0.5 * (1.0 + np.tanh(0.5 * z))) * (1.0 + z * (1.0 - s))),
     "linear": (lambda z: z, lambda z, a: np.ones_like(z)),
 }
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_libraries() -> tuple:
+    """threadpoolctl's controllers of the BLAS libraries loaded in this process (numpy's)."""
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+@contextlib.contextmanager
+def blas_threads(num_threads: int):
+    """Inside the block numpy's BLAS uses `num_threads` threads; the previous count is restored
+    on leaving. A library already at that count is not touched (one query per call)."""
+    changed = []
+    for lib in _blas_libraries():
+        before = lib.get_num_threads()
+        if before != num_threads:
+            lib.set_num_threads(num_threads)
+            changed.append((lib, before))
+    try:
+        yield
+    finally:
+        for lib, before in changed:
+            lib.set_num_threads(before)
 
 
 @dataclass
