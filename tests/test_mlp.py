@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dcf.models.mlp import ACTIVATIONS, MLP
+from dcf.models.mlp import ACTIVATIONS, MLP, tanh
 
 
 def random_mlp(rng, sizes, activation):
@@ -19,6 +19,20 @@ def test_input_gradient_matches_finite_differences(rng, activation):
     h = 1e-6
     fd = np.stack([(net(x + h * e)[:, 0] - net(x - h * e)[:, 0]) / (2 * h) for e in np.eye(7)], 1)
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_tanh_matches_numpy_everywhere(rng):
+    z = np.concatenate([rng.normal(size=5000) * s for s in (1e-8, 0.1, 1.0, 5.0, 50.0)]
+                       + [[0.0, -0.0, 17.0, -17.0, 355.0, 356.0, -1e300, 1e300, np.inf, -np.inf]])
+    with np.errstate(all="raise"):              # no overflow warning escapes
+        t = tanh(z)
+    np.testing.assert_allclose(t, np.tanh(z), rtol=0, atol=4e-16)
+    assert np.all(np.abs(t) <= 1.0) and t.dtype == np.float64
+    assert np.isnan(tanh(np.array([np.nan]))[0])
+    x = rng.normal(size=(3, 4))
+    before = x.copy()
+    tanh(x)
+    np.testing.assert_array_equal(x, before)    # input untouched
 
 
 def test_activations_match_keras(rng):

@@ -76,13 +76,17 @@ class NetworkStack:
             return self.nets[0](x)
         f = ACTIVATIONS[self.activation][0]
         n = len(x)
-        z = x @ self._W0 + self._b0                                           # (n, K*h1)
+        z = x @ self._W0                                                      # (n, K*h1)
+        z += self._b0
         if not self._W:                                                       # linear nets
             return z
         h = f(z).reshape(n, self._K, self._W0.shape[1] // self._K).transpose(1, 0, 2)  # (K,n,h1)
         for W, b in zip(self._W[:-1], self._b[:-1]):
-            h = f(np.matmul(h, W) + b)
-        y = np.matmul(h, self._W[-1]) + self._b[-1]                           # (K, n, m)
+            z = np.matmul(h, W)
+            z += b
+            h = f(z)
+        y = np.matmul(h, self._W[-1])                                         # (K, n, m)
+        y += self._b[-1]
         return y.transpose(1, 0, 2).reshape(n, self.n_outputs)
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:

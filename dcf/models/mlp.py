@@ -18,9 +18,23 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+
+def tanh(z: np.ndarray) -> np.ndarray:
+    """tanh(z) = 1 - 2 / (exp(2z) + 1), to 4e-16 of np.tanh: numpy's float64 exp is about
+    twice as fast as its float64 tanh, which dominates the cost of the small networks.
+    exp(2z) = inf (z > 355) gives exactly 1."""
+    e = np.multiply(z, 2.0)
+    with np.errstate(over="ignore", under="ignore"):
+        np.exp(e, out=e)
+    e += 1.0
+    np.divide(-2.0, e, out=e)
+    e += 1.0
+    return e
+
+
 # activation name -> (f(z), f'(z) written in terms of z and f(z))
 ACTIVATIONS = {
-    "tanh": (np.tanh, lambda z, a: 1.0 - a * a),
+    "tanh": (tanh, lambda z, a: 1.0 - a * a),
     "softplus": (lambda z: np.logaddexp(0.0, z), lambda z, a: 0.5 * (1.0 + np.tanh(0.5 * z))),
     "silu": (lambda z: z * 0.5 * (1.0 + np.tanh(0.5 * z)),
              lambda z, a: (s := 0.5 * (1.0 + np.tanh(0.5 * z))) * (1.0 + z * (1.0 - s))),
@@ -89,8 +103,12 @@ class MLP:
         f, _ = ACTIVATIONS[self.activation]
         h = np.asarray(x, dtype=np.float64)
         for W, b in zip(self.weights[:-1], self.biases[:-1]):
-            h = f(h @ W + b)
-        return h @ self.weights[-1] + self.biases[-1]
+            z = h @ W
+            z += b
+            h = f(z)
+        y = h @ self.weights[-1]
+        y += self.biases[-1]
+        return y
 
     def value_and_input_gradient(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For a single-output network: y (n,) and dy/dx (n, n_inputs), by backpropagation."""
