@@ -1,4 +1,5 @@
-"""The numpy network used at inference: values against Keras, input gradients against finite differences."""
+"""The numpy network used at inference: values against Keras, input gradients against finite
+differences, tanh against numpy's."""
 import numpy as np
 import pytest
 

@@ -78,7 +78,8 @@ class MLP:
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; known: {sorted(ACTIVATIONS)}")
+            raise ValueError(f"unknown activation {self.activation!r}; "
+                             f"known: {sorted(ACTIVATIONS)}")
         if len(self.weights) != len(self.biases) or not self.weights:
             raise ValueError("an MLP needs as many bias vectors as weight matrices (at least one)")
         self.weights = [np.ascontiguousarray(W, dtype=np.float64) for W in self.weights]
