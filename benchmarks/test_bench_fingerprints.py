@@ -16,7 +16,7 @@ from ase.neighborlist import neighbor_list as ase_neighbor_list
 from conftest import system, tag, tiled
 from dcf import neighbor_list
 from dcf.bench import report as q
-from dcf.models.bp import invariant_spec
+from dcf.descriptors.spec import invariant_spec
 from dcf.bench.costs import S4, mean_neighbors
 from dcf.descriptors.fingerprints import Featurizer
 

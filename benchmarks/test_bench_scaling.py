@@ -16,7 +16,7 @@ import pytest
 
 from conftest import tag
 from dcf.bench import report as q
-from dcf.models.bp import invariant_spec
+from dcf.descriptors.spec import invariant_spec
 from dcf.bench.costs import S4, bp_model, system_b_with_neighbors, table_s4_model
 from dcf.descriptors.fingerprints import Featurizer
 

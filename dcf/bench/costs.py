@@ -17,11 +17,11 @@ import time
 
 import numpy as np
 
-from dcf.models.bp import BPModel, invariant_spec
+from dcf.models.bp import BPModel
 from dcf.models.dcf import DCFModel, ElementNetworks, NetworkStack, head_input_size
 from dcf.models.mlp import MLP
 from dcf.descriptors.neighbors import build_neighbor_list
-from dcf.descriptors.spec import FingerprintSpec
+from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 from dcf.data.structures import system_b
 from dcf.dynamics.lammps import lammps_missing, load_lammps
 
