@@ -27,6 +27,7 @@ BP_EFS = "B-P energy+forces+stress"
 BP_E = "B-P energy"
 DCF_NETWORKS = "DCF networks ({head} head)"
 DCF_FORCES = "DCF forces ({head} head)"
+FLOAT32 = "{quantity}, float32 networks"
 MD_STEP = "MD step: {ff}"
 FEATURIZE_STORE = "featurize to store"      # per frame (steps = frames per round)
 FF_DCF_PAPER = "DCF (paper head)"
@@ -40,7 +41,9 @@ FORCE_FIELDS = (FF_DCF_PAPER, FF_DCF_PAPER_AVX2, FF_DCF_COVARIANT, FF_BP, FF_CLA
 SWEEP_QUANTITIES = (G, G_A, G_DG, DCF_FORCES.format(head="paper"), BP_EF)
 PER_FRAME = (NEIGHBOR_LIST, G, G_A, G_DG, BP_KERNEL, BP_EF, BP_EFS, BP_E,
              DCF_NETWORKS.format(head="paper"), DCF_NETWORKS.format(head="covariant"),
-             DCF_FORCES.format(head="paper"), DCF_FORCES.format(head="covariant"))
+             DCF_FORCES.format(head="paper"), DCF_FORCES.format(head="covariant"),
+             *(FLOAT32.format(quantity=quantity.format(head=head)) for quantity in
+               (DCF_NETWORKS, DCF_FORCES) for head in ("paper", "covariant")))
 
 # measured elsewhere on this machine kind for 208 atoms (shown beside ours, not re-measured)
 REFERENCES_208 = {G: "n2p2 47 ms; DScribe ACSF 125 ms", G_A: "earlier target < 10 ms",

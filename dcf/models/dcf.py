@@ -33,6 +33,7 @@ from dcf.descriptors.neighbors import resolve_threads
 from dcf.descriptors.spec import FingerprintSpec, SpecError
 
 HEADS = ("paper", "covariant")
+PRECISIONS = {"float64": np.float64, "float32": np.float32}
 LAYOUTS = ("separate", "shared")
 STAGES = ("nn1", "nn2", "nn3")
 COEFFICIENT_INPUTS = ("G", "F_int", "gram")
@@ -44,6 +45,8 @@ class NetworkStack:
     Output columns k*m .. (k+1)*m - 1 belong to network k (m outputs each). The hidden layers
     of all K networks run as one batched matrix product, which keeps the per-call overhead of
     the paper's many small networks (one per F_int output, one per force component) low.
+    `set_precision("float32")` evaluates them in single precision (the weights in `nets` stay
+    float64, as saved): about twice as fast, forces within ~1e-6 of float64 (relative).
     """
 
     def __init__(self, nets: list[MLP]):
@@ -54,13 +57,21 @@ class NetworkStack:
             raise ValueError("the networks of a stack must have the same layers and activation")
         self.nets = list(nets)
         self.activation = nets[0].activation
-        K = len(nets)
-        self._W0 = np.concatenate([n.weights[0] for n in nets], axis=1)       # (n_in, K*h1)
-        self._b0 = np.concatenate([n.biases[0] for n in nets])
-        self._W = [np.stack([n.weights[j] for n in nets]) for j in range(1, len(nets[0].weights))]
-        self._b = [np.stack([n.biases[j] for n in nets])[:, None, :]
-                   for j in range(1, len(nets[0].weights))]
-        self._K = K
+        self._K = len(nets)
+        self.set_precision("float64")
+
+    def set_precision(self, precision: str) -> None:
+        """Evaluate in "float64" (default) or "float32"."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown network precision {precision!r} "
+                             f"(known: {', '.join(PRECISIONS)})")
+        self.precision, dt = precision, PRECISIONS[precision]
+        nets, depth = self.nets, len(self.nets[0].weights)
+        self._W0 = np.concatenate([n.weights[0] for n in nets], axis=1).astype(dt)  # (n_in, K*h1)
+        self._b0 = np.concatenate([n.biases[0] for n in nets]).astype(dt)
+        self._W = [np.stack([n.weights[j] for n in nets]).astype(dt) for j in range(1, depth)]
+        self._b = [np.stack([n.biases[j] for n in nets])[:, None, :].astype(dt)
+                   for j in range(1, depth)]
 
     @property
     def n_inputs(self) -> int:
@@ -71,15 +82,15 @@ class NetworkStack:
         return self._K * self.nets[0].n_outputs
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Outputs (n, K*m) for inputs x (n, n_inputs)."""
-        if self._K == 1:
+        """Outputs (n, K*m) float64 for inputs x (n, n_inputs)."""
+        if self._K == 1 and self.precision == "float64":
             return self.nets[0](x)
         f = ACTIVATIONS[self.activation][0]
         n = len(x)
-        z = x @ self._W0                                                      # (n, K*h1)
+        z = np.asarray(x, self._W0.dtype) @ self._W0                          # (n, K*h1)
         z += self._b0
         if not self._W:                                                       # linear nets
-            return z
+            return z.astype(np.float64, copy=False)
         h = f(z).reshape(n, self._K, self._W0.shape[1] // self._K).transpose(1, 0, 2)  # (K,n,h1)
         for W, b in zip(self._W[:-1], self._b[:-1]):
             z = np.matmul(h, W)
@@ -87,7 +98,7 @@ class NetworkStack:
             h = f(z)
         y = np.matmul(h, self._W[-1])                                         # (K, n, m)
         y += self._b[-1]
-        return y.transpose(1, 0, 2).reshape(n, self.n_outputs)
+        return y.transpose(1, 0, 2).reshape(n, self.n_outputs).astype(np.float64, copy=False)
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {}
@@ -235,6 +246,13 @@ class DCFModel:
         """Threads of the fingerprint kernels (OpenMP) and of the networks (BLAS)."""
         self.num_threads = num_threads
         self._featurizer = None
+
+    def set_precision(self, precision: str) -> None:
+        """Evaluate the networks in "float64" (default) or "float32" (NetworkStack)."""
+        for net in self.networks.values():
+            for stack in (net.nn1, net.head_net):
+                if stack is not None:
+                    stack.set_precision(precision)
 
     def set_communicator(self, comm) -> None:
         """Share every force call among MPI ranks (a `dcf.parallel` communicator): each rank
