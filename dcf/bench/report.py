@@ -27,7 +27,7 @@ BP_EFS = "B-P energy+forces+stress"
 BP_E = "B-P energy"
 DCF_NETWORKS = "DCF networks ({head} head)"
 DCF_FORCES = "DCF forces ({head} head)"
-FLOAT32 = "{quantity}, float32 networks"
+FLOAT32 = "{quantity}, float32"
 MD_STEP = "MD step: {ff}"
 FEATURIZE_STORE = "featurize to store"      # per frame (steps = frames per round)
 FF_DCF_PAPER = "DCF (paper head)"
