@@ -28,7 +28,7 @@ from dcf._ext import pairs as _pairs
 from dcf.descriptors.fingerprints import Featurizer
 from dcf.descriptors.neighbors import MD_SKIN, build_neighbor_list, resolve_threads
 from dcf.descriptors.spec import FingerprintSpec, invariant_spec
-from dcf.models.mlp import MLP
+from dcf.models.mlp import MLP, blas_threads
 from dcf.models.modelfile import ModelFileError, register_model_kind, write_model_file
 from dcf.parallel import SerialComm
 
@@ -127,10 +127,11 @@ class PairwiseModel:
         """(n_atoms, 2, B, K) embeddings a, b of the atoms in `feats` (zero for the others)."""
         B, K = self.basis.n_basis, self.rank
         u = np.zeros((n_atoms, 2 * B * K))
-        for el in self.elements:
-            if len(feats.index[el]):
-                x = (feats.G[el] - self.g_mean[el]) * self._inv_std[el]
-                u[feats.index[el]] = self.networks[el](x)
+        with blas_threads(self._featurizer.num_threads):
+            for el in self.elements:
+                if len(feats.index[el]):
+                    x = (feats.G[el] - self.g_mean[el]) * self._inv_std[el]
+                    u[feats.index[el]] = self.networks[el](x)
         return u.reshape(n_atoms, 2, B, K)
 
     def forces(self, atoms) -> np.ndarray:
