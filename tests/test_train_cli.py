@@ -76,7 +76,7 @@ def test_user_errors(store, tmp_path):
 def test_killed_training_resumes(store, tmp_path):
     model, ckpt = tmp_path / "m.dcf", tmp_path / "m.dcf.ckpt"
     args = [sys.executable, "-m", "dcf", "train", str(store), "--out", str(model),
-            "--epochs", "500", "--patience", "500", "--hidden", "8", "--head-hidden", "8",
+            "--head", "covariant", "--epochs", "500", "--patience", "500", "--hidden", "8", "--head-hidden", "8",
             "--checkpoint-every", "0", "--threads", "1"]
     kill_after(args, "nn1 Cu epoch 5/")
     assert ckpt.exists() and not model.exists()

@@ -90,9 +90,10 @@ class DCFTrainingConfig(TrainingOptions):
 def add_train_arguments(group) -> None:
     """DCF-only options of `dcf train` (the shared ones: dcf.training.core)."""
     group.add_argument("--head", choices=(*HEADS, "pairwise"), default=None,
-                       help="force head: the paper's NN2, the exactly covariant "
-                            "F = sum_k c_k A_k (default), or the pairwise "
-                            "F_i = sum_j c_ij r_ij (beyond the paper, trained on whole frames)")
+                       help="force head: pairwise F_i = sum_j c_ij r_ij (default; beyond the "
+                            "paper, trained on whole frames, the most accurate: "
+                            "docs/accuracy.md), the paper's NN2, or the exactly covariant "
+                            "F = sum_k c_k A_k on the spec's axes")
     group.add_argument("--stage", choices=(*STAGES, "all"), default="all",
                        help="train one stage (needs --init with the earlier ones) or all")
     group.add_argument("--layout", choices=LAYOUTS, default=None,
@@ -133,7 +134,7 @@ def config_from_args(args) -> DCFTrainingConfig:
 
 def train_from_store(store, args, log=print) -> DCFModel:
     """`dcf train --model dcf`: train on a feature store from parsed CLI arguments."""
-    if getattr(args, "head", None) == "pairwise":
+    if getattr(args, "head", None) in (None, "pairwise"):
         return pairwise.train_from_store(store, args, log)
     config = config_from_args(args)
     init = None
