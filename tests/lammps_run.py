@@ -41,8 +41,10 @@ def structures() -> dict:
 
 
 def models() -> dict:
+    from test_pairwise import random_pairwise
     spec = all_kinds_spec()
-    return {"dcf": table_s4_model("covariant", spec=spec), "bp": bp_model(spec=spec)}
+    return {"dcf": table_s4_model("covariant", spec=spec), "bp": bp_model(spec=spec),
+            "pairwise": random_pairwise(spec, np.random.default_rng(5), r_pair=3.5)}
 
 
 def run(atoms, model, processors, steps) -> dict:

@@ -106,7 +106,7 @@ def run(args) -> int:
         commands = logical_lines(path.read_text())
     except OSError as err:
         return fail(f"cannot read the LAMMPS input {args.input}: {err.strerror}")
-    if model.kind == "dcf":
+    if model.kind != "bp":
         barostats = dl.barostats_in(commands)
         if barostats:
             return fail(f"{args.input}: {barostats[0]!r} needs the pressure, but a DCF model "

@@ -189,8 +189,11 @@ def type_elements(lmp, model, elements=None) -> list[str]:
 
 
 def ghost_cutoff(model) -> float:
-    """The ghost-atom shell (A, without skin) a rank needs: Rc for DCF, 2 Rc for B–P."""
+    """The ghost-atom shell (A, without skin) a rank needs: Rc for DCF, Rc + the pair cutoff
+    for the pairwise head (its neighbors' fingerprints), 2 Rc for B–P."""
     rc = model.spec.max_cutoff
+    if model.kind == "dcf-pairwise":
+        return rc + model.basis.r_pair
     return rc if model.kind == "dcf" else 2.0 * rc
 
 
@@ -207,7 +210,7 @@ class LammpsCoupling:
         self.lmp, self.model, self.fix_id, self.comm = lmp, model, fix_id, comm
         self.elements = list(elements)
         self._numbers = np.array([0] + [atomic_numbers[e] for e in self.elements])
-        spec = model.spec if model.kind == "dcf" else invariant_spec(model.spec)
+        spec = model.spec if model.kind == "dcf" else invariant_spec(model.spec)     # G only
         self.featurizer = Featurizer(spec, num_threads)
         self.n_atoms = int(lmp.get_natoms())
         self.calls, self.seconds, self.model_seconds = 0, 0.0, 0.0
@@ -223,6 +226,8 @@ class LammpsCoupling:
             t0 = time.perf_counter()
             if self.model.kind == "dcf":
                 f_owned = self._dcf_forces(X, numbers, nlocal)
+            elif self.model.kind == "dcf-pairwise":
+                f_owned = self._pair_forces(X, numbers, nlocal)
             else:
                 f_owned, eatom, energy, virial = self._bp_terms(X, numbers, nlocal)
             self.model_seconds += time.perf_counter() - t0
@@ -276,6 +281,19 @@ class LammpsCoupling:
         env = fz.domain_environment(X, numbers, np.arange(nlocal), "LAMMPS domain")
         return self.model.center_forces(fz.features(env), len(X))[:nlocal]
 
+    def _pair_forces(self, X, numbers, nlocal) -> np.ndarray:
+        """Owned forces (nlocal, 3) of the pairwise head: the embeddings of the owned atoms
+        and of the ghosts within the pair cutoff, then every pair with an owned atom (owned
+        atoms come first, so each such pair is counted once, from its owned end)."""
+        fz, model = self.featurizer, self.model
+        pairs = build_neighbor_list(X, np.eye(3), (False, False, False), model.basis.r_pair,
+                                    fz.num_threads, np.arange(nlocal))
+        shell = np.unique(pairs.j[pairs.j >= nlocal])
+        env = fz.domain_environment(X, numbers, np.concatenate([np.arange(nlocal), shell]),
+                                    "LAMMPS domain")
+        u = model.embeddings(fz.features(env), len(X))
+        return model.pair_forces(u, env.species, pairs, 0, nlocal)[:nlocal]
+
     def _bp_terms(self, X, numbers, nlocal):
         """Owned forces (nlocal, 3), atomic energies (nall,), energy (eV), virial (3, 3) eV."""
         fz, model = self.featurizer, self.model
@@ -300,7 +318,8 @@ class LammpsCoupling:
 
 def attach(lmp, model, elements=None, fix_id: str = "dcf", skin: float = DEFAULT_SKIN,
            comm=None, num_threads: int | None = None) -> LammpsCoupling:
-    """Make `model` (a DCFModel or BPModel) the force field of the LAMMPS instance `lmp`.
+    """Make `model` (a DCFModel, PairwiseModel or BPModel) the force field of the LAMMPS
+    instance `lmp`.
 
     The box and atoms must exist (after read_data / create_box / read_restart), units metal.
     elements: one element symbol per atom type (default: the LAMMPS type labels). skin:
@@ -312,7 +331,7 @@ def attach(lmp, model, elements=None, fix_id: str = "dcf", skin: float = DEFAULT
     no energy and no virial: use it with a thermostat, not NVE or a barostat. Returns the
     coupling; call its `check()` after each run.
     """
-    if model.kind not in ("dcf", "bp"):
+    if model.kind not in ("dcf", "dcf-pairwise", "bp"):
         raise CouplingError(f"cannot couple a {model.kind!r} model to LAMMPS")
     units = lmp.extract_global("units")
     if units != UNITS:

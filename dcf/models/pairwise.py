@@ -146,13 +146,19 @@ class PairwiseModel:
         nl = env.neighbors if self._reuse_list else build_neighbor_list(
             atoms.positions, atoms.cell.array, atoms.pbc, self.basis.r_pair, fz.num_threads)
         bounds = np.linspace(0, n, comm.size + 1).astype(int)
-        lo, hi = bounds[comm.rank], bounds[comm.rank + 1]
+        F = self.pair_forces(u, env.species, nl, bounds[comm.rank], bounds[comm.rank + 1])
+        return comm.sum(F) if comm.size > 1 else F
+
+    def pair_forces(self, u, species, nl, lo: int, hi: int) -> np.ndarray:
+        """Forces (n, 3) eV/A of the pairs (i, j > i) of atoms lo <= i < hi in neighbor list
+        `nl`, from embeddings u (n, 2, B, K) and species (n,) (indices into elements)."""
+        n = len(u)
         F = np.zeros((n, 3))
-        _pairs.pair_forces(u.reshape(n, -1), env.species, self.pair_weights.ravel(), nl.first,
+        _pairs.pair_forces(u.reshape(n, -1), species, self.pair_weights.ravel(), nl.first,
                            nl.j, nl.D, nl.d, self.basis.r_pair, self.basis.start,
                            self.basis.width, len(self.elements), self.basis.n_basis, self.rank,
                            lo, hi, F)
-        return comm.sum(F) if comm.size > 1 else F
+        return F
 
     def compute(self, atoms, properties=("forces",)) -> dict:
         """The ASE calculator contract: {"forces": (n, 3)}."""
