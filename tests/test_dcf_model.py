@@ -13,6 +13,7 @@ from dcf.models.dcf import (DCFModel, ElementNetworks, NetworkStack, gram_featur
                            head_input_size)
 from dcf.analysis.evaluation import covariance_error, evaluate_store, rotate_atoms
 from dcf.models.mlp import MLP
+from dcf.rotations import random_rotation
 from dcf.models import ModelFileError, load_model
 from dcf.models.modelfile import read_model_file, write_model_file
 
@@ -130,9 +131,7 @@ def test_covariant_head_with_degenerate_axes(rng, case):
 
 
 def rotate_matrix(rng):
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q *= np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
+    return random_rotation(rng)
 
 
 @pytest.mark.parametrize("head", ["paper", "covariant"])

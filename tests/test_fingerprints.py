@@ -28,10 +28,7 @@ def assert_same_features(f, G, A, index, K, elements):
         np.testing.assert_array_less(np.abs(f.A[el] - A[el]), 1e-12 * K[el][..., None] + 1e-10 * np.abs(A[el]))
 
 
-def random_rotation(rng):
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
+from dcf.rotations import random_rotation  # noqa: E402  (the one sampler)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 import zipfile
@@ -146,9 +145,7 @@ def _featurize_block(b, blocks, featurizer, frames, plan, folder) -> tuple[int, 
         lo, hi = blocks.row_range(el, b)
         if len(arrays[f"{el}.G"]) != hi - lo:     # the plan and the features must agree
             raise RuntimeError(f"block {b}: {len(arrays[f'{el}.G'])} {el} rows, expected {hi - lo}")
-    tmp = folder / f".block-{b:06d}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, **arrays)
-    tmp.replace(_block_path(folder, b))
+    write_atomic(_block_path(folder, b), lambda tmp: np.savez(tmp, **arrays))
     return len(blocks.frames(b)), n_atoms
 
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from dcf.descriptors.fingerprints import Featurizer
 from dcf.models.mlp import MLP, blas_threads
-from dcf.models.modelfile import ModelFileError, register_model_kind, write_model_file
+from dcf.models.modelfile import (ModelFileError, register_model_kind, stored_spec,
+                                  write_model_file)
 from dcf.descriptors.neighbors import MD_SKIN, resolve_threads
 from dcf.parallel import SerialComm
 from dcf.descriptors.spec import FingerprintSpec, invariant_spec
@@ -183,10 +184,7 @@ class BPModel:
         if metadata.get("model") != cls.kind:
             raise ModelFileError(f"not a B-P model file (model {metadata.get('model')!r})")
         try:
-            spec = FingerprintSpec.from_dict(metadata["spec"], source="model file spec")
-            if spec.fingerprint != metadata.get("spec_sha256"):
-                raise ModelFileError("the model file's spec does not match its recorded "
-                                     "spec_sha256 (the file was edited or is corrupt)")
+            spec = stored_spec(metadata)
             act = metadata["activation"]
             networks = {el: MLP.from_arrays(arrays, f"{el}/nn", act) for el in spec.elements}
             g_mean = {el: arrays[f"{el}/g_mean"] for el in spec.elements}

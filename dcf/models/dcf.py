@@ -27,7 +27,8 @@ import functools
 import numpy as np
 
 from dcf.models.mlp import ACTIVATIONS, MLP, blas_threads
-from dcf.models.modelfile import ModelFileError, register_model_kind, write_model_file
+from dcf.models.modelfile import (ModelFileError, register_model_kind, stored_spec,
+                                  write_model_file)
 from dcf.parallel import SerialComm
 from dcf.descriptors.neighbors import resolve_threads
 from dcf.descriptors.spec import FingerprintSpec, SpecError
@@ -346,10 +347,7 @@ class DCFModel:
                                "stages", "layouts", "hidden") if k not in meta]
         if missing:
             raise ModelFileError(f"DCF model file lacks metadata {missing}")
-        spec = FingerprintSpec.from_dict(meta["spec"], source="model file spec")
-        if spec.fingerprint != meta["spec_sha256"]:
-            raise ModelFileError("the fingerprint spec stored in the model file does not match "
-                                 "its checksum (file corrupted or edited)")
+        spec = stored_spec(meta)
         if meta["head"] not in HEADS:
             raise ModelFileError(f"unknown DCF head {meta['head']!r} (known: {HEADS})")
         if meta["activation"] not in ACTIVATIONS:

@@ -106,3 +106,18 @@ def read_model_file(path) -> tuple[dict, dict[str, np.ndarray]]:
         raise ModelFileError(f"{path} has model-file version {meta.get('version')!r}; this dcf "
                              f"reads versions up to {VERSION}: upgrade dcf")
     return meta, arrays
+
+
+def stored_spec(metadata: dict):
+    """The FingerprintSpec stored in a model file's metadata, checked against its recorded
+    sha256; ModelFileError if it is missing or does not match (the file was edited or is
+    corrupt)."""
+    from dcf.descriptors.spec import FingerprintSpec
+
+    if "spec" not in metadata or "spec_sha256" not in metadata:
+        raise ModelFileError("the model file has no fingerprint spec (spec, spec_sha256)")
+    spec = FingerprintSpec.from_dict(metadata["spec"], source="model file spec")
+    if spec.fingerprint != metadata["spec_sha256"]:
+        raise ModelFileError("the fingerprint spec stored in the model file does not match "
+                             "its checksum, spec_sha256 (file corrupted or edited)")
+    return spec

@@ -29,7 +29,8 @@ from dcf.descriptors.fingerprints import Featurizer
 from dcf.descriptors.neighbors import MD_SKIN, build_neighbor_list, resolve_threads
 from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 from dcf.models.mlp import MLP, blas_threads
-from dcf.models.modelfile import ModelFileError, register_model_kind, write_model_file
+from dcf.models.modelfile import (ModelFileError, register_model_kind, stored_spec,
+                                  write_model_file)
 from dcf.parallel import SerialComm
 
 
@@ -201,10 +202,7 @@ class PairwiseModel:
         if metadata.get("model") != cls.kind:
             raise ModelFileError(f"not a pairwise model file (model {metadata.get('model')!r})")
         try:
-            spec = FingerprintSpec.from_dict(metadata["spec"], source="model file spec")
-            if spec.fingerprint != metadata.get("spec_sha256"):
-                raise ModelFileError("the model file's spec does not match its recorded "
-                                     "spec_sha256 (the file was edited or is corrupt)")
+            spec = stored_spec(metadata)
             act = metadata["activation"]
             networks = {el: MLP.from_arrays(arrays, f"{el}/nn", act) for el in spec.elements}
             basis = PairBasis(metadata["pair_cutoff"], metadata["n_basis"],

@@ -33,8 +33,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, Fit, Normalizer,
-                               TrainingError, TrainingOptions, no_validation_warning, pack,
-                               set_threads, shared_options, unpack, validation_split)
+                               TrainingError, TrainingOptions, epoch_ends_fit,
+                               no_validation_warning, pack, set_threads, shared_options, unpack,
+                               validation_split)
 
 ACTIVATIONS = ("tanh", "softplus", "silu")
 DGDR_BYTES_PER_VALUE = 4            # training dG/dr is float32
@@ -488,16 +489,8 @@ def fit_bp(bp: BPFit, fit: Fit, best: list, clock: Clock, save, log, stop_after=
             best = bp.weights()
         bp.opt.learning_rate.assign(fit.lr)
         log(_epoch_line(fit, train_loss, score))
-        if fit.out_of_patience(cfg):
-            fit.stopped = "early stopping"
+        if epoch_ends_fit(fit, cfg, deadline, save, stop_after, "bp"):
             break
-        if deadline is not None and time.monotonic() > deadline:
-            fit.stopped = "time limit"
-            break
-        save()
-        if stop_after is not None and stop_after(fit):
-            save(force=True)
-            raise KeyboardInterrupt(f"stopped after bp epoch {fit.epoch}")
     fit.stopped = fit.stopped or "epoch limit"
     return best
 

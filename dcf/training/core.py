@@ -253,6 +253,25 @@ class Fit:
                 "stopped": self.stopped, "history": self.history}
 
 
+def epoch_ends_fit(fit: Fit, options: TrainingOptions, deadline, save, stop_after=None,
+                   what: str = "") -> bool:
+    """After an epoch of `fit`: True (fit.stopped set) on early stopping or past `deadline`
+    (time.monotonic(), None: none); otherwise write the checkpoint (`save()`) and, if
+    stop_after(fit) says so (tests), save it at once and raise KeyboardInterrupt as Ctrl-C
+    would."""
+    if fit.out_of_patience(options):
+        fit.stopped = "early stopping"
+        return True
+    if deadline is not None and time.monotonic() > deadline:
+        fit.stopped = "time limit"
+        return True
+    save()
+    if stop_after is not None and stop_after(fit):
+        save(force=True)
+        raise KeyboardInterrupt(f"stopped after {what or fit.stage} epoch {fit.epoch}")
+    return False
+
+
 def _finite_or_none(x):
     return None if x is None or not np.isfinite(x) else float(x)
 

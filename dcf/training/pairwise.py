@@ -25,10 +25,10 @@ from dcf.descriptors.fingerprints import Featurizer
 from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 from dcf.models.mlp import MLP
 from dcf.models.pairwise import PairBasis, PairwiseModel, half_pairs
-from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, Fit, TrainingError,
-                               Normalizer, TrainingOptions, no_validation_warning, pack,
-                               set_threads,
-                               shared_options, unpack, validation_split)
+from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, Fit, Normalizer,
+                               TrainingError, TrainingOptions, epoch_ends_fit,
+                               no_validation_warning, pack, set_threads, shared_options, unpack,
+                               validation_split)
 
 
 @dataclass
@@ -284,16 +284,8 @@ def train_pairwise(frames, spec, config: PairwiseTrainingConfig | None = None, l
             + ("" if errors is None else " validation MAE/<|F|> " + ", ".join(
                 f"{el} {100 * rel:.1f}%" for el, (_, rel) in errors.items()))
             + f" lr {fit.lr:.2g}{' *' if fit.best_epoch == fit.epoch else ''}")
-        if fit.out_of_patience(config):
-            fit.stopped = "early stopping"
+        if epoch_ends_fit(fit, config, deadline, save, stop_after, "pairwise"):
             break
-        if deadline is not None and time.monotonic() > deadline:
-            fit.stopped = "time limit"
-            break
-        save()
-        if stop_after is not None and stop_after(fit):
-            save(force=True)
-            raise KeyboardInterrupt(f"stopped after pairwise epoch {fit.epoch}")
     fit.stopped = fit.stopped or "epoch limit"
     net.set_weights(best)
     record = {"config": {**asdict(config), "hidden": list(config.hidden)},
