@@ -309,3 +309,30 @@ def test_md_warns_once_when_the_temperature_leaves_the_band(files, tmp_path, cli
     assert len(warnings) == 1 and "far from the thermostat's 300 K" in warnings[0]
     assert "--max-temperature 3500 K" in warnings[0]
     assert [f.info["step"] for f in read(tmp_path / "md.traj", ":")] == [0, 5, 10]
+
+
+def test_a_killed_md_run_logs_no_step_its_trajectory_lacks(files, tmp_path):
+    """The frame is written before its log row: after a SIGKILL at any moment, every logged
+    step has its frame in the trajectory (repeated kills at different moments)."""
+    import signal
+    import time
+
+    for k, delay in enumerate((1.5, 2.5, 3.5)):
+        traj, log = tmp_path / f"kill{k}.traj", tmp_path / f"kill{k}.log"
+        args = ["md", files / "bp.dcf", files / "init.extxyz", "--traj", traj, "--interval", 1,
+                "--steps", 100000, "--seed", 1, "--max-temperature", 1e9]
+        proc = subprocess.Popen([sys.executable, "-m", "dcf", *map(str, args)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (not log.exists() or len(
+                    log.read_text().splitlines()) < 3):
+                time.sleep(0.05)
+            time.sleep(delay * 0.1)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        rows = [r for r in log.read_text().splitlines() if r.strip() and not r.startswith("#")]
+        assert len(rows) >= 2
+        frames = read(traj, ":")
+        assert len(frames) >= len(rows), (len(frames), len(rows))
