@@ -94,8 +94,7 @@ class PairwiseModel:
         if self.pair_weights.shape != (n_el, n_el, B):
             raise ValueError(f"pairwise model: pair weights of shape {self.pair_weights.shape},"
                              f" expected {(n_el, n_el, B)}")
-        if not np.allclose(self.pair_weights, self.pair_weights.transpose(1, 0, 2), rtol=0,
-                           atol=0):
+        if not np.array_equal(self.pair_weights, self.pair_weights.transpose(1, 0, 2)):
             raise ValueError("pairwise model: the pair weights must be symmetric in the "
                              "two elements")
         for el in self.elements:

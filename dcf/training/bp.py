@@ -33,11 +33,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, Fit, Normalizer,
-                               TrainingError, TrainingOptions, epoch_ends_fit,
+                               TrainingError, TrainingOptions, checked_network, epoch_ends_fit,
                                no_validation_warning, pack, set_threads, shared_options, unpack,
                                validation_split)
 
-ACTIVATIONS = ("tanh", "softplus", "silu")
 DGDR_BYTES_PER_VALUE = 4            # training dG/dr is float32
 CHECKPOINT_KIND = "bp-checkpoint"
 
@@ -60,13 +59,7 @@ class BPTrainConfig(TrainingOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        self.hidden = tuple(int(h) for h in self.hidden)
-        if not self.hidden or min(self.hidden) < 1:
-            raise TrainingError(f"hidden layer widths must be positive integers, got "
-                                f"{self.hidden}")
-        if self.activation not in ACTIVATIONS:
-            raise TrainingError(f"activation must be one of {ACTIVATIONS}, got "
-                                f"{self.activation!r}")
+        self.hidden = checked_network(self.hidden, self.activation)
         if self.force_weight < 0:
             raise TrainingError(f"force weight beta must be >= 0, got {self.force_weight}")
 

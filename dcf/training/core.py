@@ -85,6 +85,21 @@ class TrainingOptions:
         return self.min_learning_rate or self.learning_rate * 1e-3
 
 
+#: hidden-layer activations every trainer offers
+ACTIVATIONS = ("tanh", "softplus", "silu")
+
+
+def checked_network(hidden, activation: str) -> tuple:
+    """Hidden widths as a tuple of ints, TrainingError unless they are positive and the
+    activation is one of ACTIVATIONS."""
+    hidden = tuple(int(h) for h in hidden)
+    if not hidden or min(hidden) < 1:
+        raise TrainingError(f"hidden layer widths must be positive integers, got {hidden}")
+    if activation not in ACTIVATIONS:
+        raise TrainingError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return hidden
+
+
 def parse_widths(text: str, flag: str = "--hidden") -> tuple:
     """Hidden-layer widths from "50,50"; TrainingError naming `flag` otherwise."""
     try:

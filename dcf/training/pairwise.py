@@ -26,7 +26,7 @@ from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 from dcf.models.mlp import MLP
 from dcf.models.pairwise import PairBasis, PairwiseModel, half_pairs
 from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, Fit, Normalizer,
-                               TrainingError, TrainingOptions, epoch_ends_fit,
+                               TrainingError, TrainingOptions, checked_network, epoch_ends_fit,
                                no_validation_warning, pack, set_threads, shared_options, unpack,
                                validation_split)
 
@@ -50,10 +50,7 @@ class PairwiseTrainingConfig(TrainingOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        self.hidden = tuple(int(h) for h in self.hidden)
-        if not self.hidden or min(self.hidden) < 1:
-            raise TrainingError(f"hidden layer widths must be positive integers, got "
-                                f"{self.hidden}")
+        self.hidden = checked_network(self.hidden, self.activation)
         if self.pair_cutoff <= self.basis_start:
             raise TrainingError(f"the pair cutoff {self.pair_cutoff} A must exceed the basis "
                                 f"start {self.basis_start} A")
