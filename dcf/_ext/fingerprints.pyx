@@ -33,7 +33,8 @@ from dcf._ext.scratch cimport (DCF_LANES, Scratch, scratch_layout, N_REGIONS, N_
                                S_R, S_D, S_FC, S_DFC, S_P, S_DP, S_V, S_J, S_PCS, S_PRJK2,
                                S_IR, S_Q, S_DQ, S_TW, S_SP, S_PARTNER, S_BSTART,
                                N_GRADIENT_VIEWS, G_BASE, G_U1, G_U2, G_W1, G_W2, G_ASUM,
-                               G_BSUM, G_P1, G_P, N_VALUE_VIEWS, V_COLUMNS, V_LANES)
+                               G_BSUM, G_P1, G_P, G_COLUMNS, G_DG, N_VALUE_VIEWS, V_COLUMNS,
+                               V_LANES)
 
 cnp.import_array()
 
@@ -88,6 +89,13 @@ cdef extern from "triplets.h":
     void _triplet_pairs "dcf_triplet_pairs"(
         long a0, long a1, long b0, long b1, int same, const double* W, long mp, int q,
         const double* pc, int deg, double sc, double rc2, int need, double* acc) noexcept nogil
+
+cdef extern from "triplet_gradients.h":
+    void _gradient_pairs "dcf_gradient_pairs"(
+        long a0, long a1, long b0, long b1, int same, const double* W, long mp,
+        const double* P, const double* DP, const double* pc, const double* pd, int deg,
+        double sc, double rc2, int need, const double* wa, const double* wb, double* GX,
+        const double* coef, const double* kzl, double** G, double** DG) noexcept nogil
 
 # the constants for Python: dcf.descriptors.fingerprints reads them from here
 MODES = {"values": MODE_VALUES, "derivatives": MODE_DERIVATIVES, "forces": MODE_FORCES}
@@ -510,6 +518,11 @@ cdef void _angular_gradients(const Terms* t, bint forces, int nblock, const int*
     tables of their powers of x. With `forces` the terms first sum into
     asum = sum_a w_a coef zeta lambda x^(zeta-1), bsum = sum_a w_a coef x^zeta;
     otherwise u and w of both ends are stored once per group, for all its terms.
+
+    In the AVX2 and AVX-512 builds the groups of the values pass's fused loop (`grp_fused`)
+    run instead in `gradient_pairs` (triplet_gradients.h), one call per pair of species
+    blocks, on columns of the entries (G_COLUMNS) whose gradient sums (GX, GY, GZ, or G_DG per
+    feature) are added to gp or dG at the end.
     """
     cdef const int* pair_start = t.pair_start
     cdef const int* grp_fac = t.grp_fac
@@ -534,16 +547,65 @@ cdef void _angular_gradients(const Terms* t, bint forces, int nblock, const int*
     cdef double* p = tw + lay.gstart[G_P]           # p[2c + i] = x_i^zeta
     cdef double* d1
     cdef double* d2
+    cdef Py_ssize_t mp = lay.stride
+    cdef double* W = tw + lay.gstart[G_COLUMNS]
+    cdef double* GX = W + (5 + 2 * n_fac) * mp
+    cdef double* DG = tw + lay.gstart[G_DG]
+    cdef double wa[10]          # per slot (triplet_gradients.h), force pass: the sums of
+    cdef double wb[10]          # w coef zeta lambda and w coef; derivative pass: coef
+    cdef double* gs_at[10]      # zeta lambda, coef; and where the slot's G and dG go
+    cdef double* dg_at[10]
+    cdef double spare_G
+    cdef bint fused = False, have_slow
+    cdef int deg
+    cdef double rcg
+    if DCF_AVX2:
+        for g in range(t.n_grp):
+            fused = fused or t.grp_fused[g] != 0
+    if fused:
+        _gradient_columns(t, forces, m, mp, r, ir, D, P, dP, W, DG)
     for b1 in range(nblock):
         for b2 in range(b1, nblock):
             key = sp[bstart[b1]] * ns + sp[bstart[b2]]
             if pair_start[key] == pair_start[key + 1]:
+                continue
+            have_slow = False
+            for g in range(pair_start[key], pair_start[key + 1]):
+                if not (fused and t.grp_fused[g]):
+                    have_slow = True
+                    continue
+                for k in range(10):
+                    wa[k] = 0.0
+                    wb[k] = 0.0
+                    gs_at[k] = &spare_G
+                    dg_at[k] = DG + 3 * nG * mp      # the spare columns
+                for tt in range(grp_start[g], grp_start[g + 1]):
+                    k = t.ang_slot[tt]
+                    if forces:
+                        wa[k] += w[col[tt]] * kzl[tt]
+                        wb[k] += w[col[tt]] * coef[tt]
+                    else:
+                        wa[k] = kzl[tt]
+                        wb[k] = coef[tt]
+                        gs_at[k] = &G[col[tt]]
+                        dg_at[k] = DG + 3 * col[tt] * mp
+                q = grp_fac[g]
+                rcg = t.rc[t.grp_rc[g]]
+                deg = t.grp_poly[g] if t.grp_kind[g] == KIND_G4 else 0
+                _gradient_pairs(bstart[b1], bstart[b1 + 1], bstart[b2], bstart[b2 + 1],
+                                b1 == b2, W, mp, W + (5 + q) * mp, W + (5 + n_fac + q) * mp,
+                                t.grp_pc + NPOLY * g, t.grp_pd + NPOLY * g, deg,
+                                2.0 / (rcg * rcg), rcg * rcg, t.grp_fused[g], wa, wb, GX,
+                                wb, wa, gs_at, NULL if forces else dg_at)
+            if not have_slow:
                 continue
             for n1 in range(bstart[b1], bstart[b1 + 1]):
                 ir1 = ir[n1]
                 cnt = _partners(n1, n1 + 1 if b1 == b2 else bstart[b2], bstart[b2 + 1], r, ir,
                                 D, t.pair_rc2[key], partner, pcs, prjk2)
                 for g in range(pair_start[key], pair_start[key + 1]):
+                    if fused and t.grp_fused[g]:
+                        continue
                     q = grp_fac[g]
                     P1 = P[n1 * n_fac + q]
                     dP1 = dP[n1 * n_fac + q]
@@ -669,6 +731,62 @@ cdef void _angular_gradients(const Terms* t, bint forces, int nblock, const int*
                         gp[3 * n1] += s0a
                         gp[3 * n1 + 1] += s1a
                         gp[3 * n1 + 2] += s2a
+    if fused:
+        _add_gradient_columns(t, forces, m, mp, GX, DG, gp, dG)
+
+
+cdef void _gradient_columns(const Terms* t, bint forces, Py_ssize_t m, Py_ssize_t mp,
+                            const double* r, const double* ir, const double* D,
+                            const double* P, const double* dP, double* W,
+                            double* DG) noexcept nogil:
+    """The G_COLUMNS of triplet_gradients.h from the entries (zero past m, so that every
+    lane is finite), with zero sums: GX, GY, GZ (force pass) or, in G_DG, the columns of the
+    fused groups' features (derivative pass)."""
+    cdef int n_fac = t.n_fac, q, k, g, tt
+    cdef Py_ssize_t n
+    for k in range(8 + 2 * n_fac):
+        for n in range(m, mp):
+            W[k * mp + n] = 0.0
+    for n in range(m):
+        for k in range(3):
+            W[k * mp + n] = D[3 * n + k]
+        W[3 * mp + n] = r[n] * r[n]
+        W[4 * mp + n] = ir[n]
+    for q in range(n_fac):
+        for n in range(m):
+            W[(5 + q) * mp + n] = P[n * n_fac + q]
+            W[(5 + n_fac + q) * mp + n] = dP[n * n_fac + q]
+    if forces:
+        for n in range(3 * mp):
+            W[(5 + 2 * n_fac) * mp + n] = 0.0
+        return
+    for n in range(3 * mp):
+        DG[3 * t.nG * mp + n] = 0.0
+    for g in range(t.n_grp):
+        if t.grp_fused[g]:
+            for tt in range(t.grp_start[g], t.grp_start[g + 1]):
+                for n in range(3 * mp):
+                    DG[3 * t.ang_col[tt] * mp + n] = 0.0
+
+
+cdef void _add_gradient_columns(const Terms* t, bint forces, Py_ssize_t m, Py_ssize_t mp,
+                                const double* GX, const double* DG, double* gp,
+                                double* dG) noexcept nogil:
+    """gp (m, 3) += GX, GY, GZ (force pass), or dG (m, nG, 3) += the fused groups' G_DG."""
+    cdef int nG = t.nG, k, g, tt, col
+    cdef Py_ssize_t n
+    if forces:
+        for n in range(m):
+            for k in range(3):
+                gp[3 * n + k] += GX[k * mp + n]
+        return
+    for g in range(t.n_grp):
+        if t.grp_fused[g]:
+            for tt in range(t.grp_start[g], t.grp_start[g + 1]):
+                col = t.ang_col[tt]
+                for n in range(m):
+                    for k in range(3):
+                        dG[(n * nG + col) * 3 + k] += DG[(3 * col + k) * mp + n]
 
 
 cdef inline double _vector_weight(const Terms* t, int tt, double r, double fc, double dfc,
@@ -984,7 +1102,8 @@ cdef inline double* _ptr(double[::1] a) noexcept nogil:
 # names of the scratch regions and views (scratch.pxd), in their order, for messages
 SCRATCH_REGIONS = ("r", "D", "fc", "dfc", "P", "dP", "V", "J", "pcs", "prjk2", "ir", "Q", "dQ",
                    "tw", "sp", "partner", "bstart")
-SCRATCH_VIEWS = {"gradients": ("base", "u1", "u2", "w1", "w2", "asum", "bsum", "p1", "p"),
+SCRATCH_VIEWS = {"gradients": ("base", "u1", "u2", "w1", "w2", "asum", "bsum", "p1", "p",
+                               "gradient_columns", "dG"),
                  "values": ("columns", "lanes")}
 
 cdef enum:

@@ -42,6 +42,10 @@ cdef enum:
     G_BSUM          # (m,) forces: sum_a w_a coef x^zeta
     G_P1            # (m, 2) x^(zeta - 1) of two terms
     G_P             # (m, 2) x^zeta of two terms
+    G_COLUMNS       # (8 + 2 n_fac, stride) for triplet_gradients.h: x, y, z, r^2, 1/r, P_q
+                    # (n_fac), dP_q/dr (n_fac), then the force pass's sums GX, GY, GZ
+    G_DG            # (3 nG + 3, stride) the derivative pass's sums dG_col/dD_n,i at
+                    # [(3 col + i) stride + n], then 3 spare columns
     N_GRADIENT_VIEWS
 
 cdef enum:
@@ -63,8 +67,9 @@ cdef struct Scratch:
     Py_ssize_t glength[N_GRADIENT_VIEWS]
     Py_ssize_t vstart[N_VALUE_VIEWS]
     Py_ssize_t vlength[N_VALUE_VIEWS]
-    Py_ssize_t stride                   # of the V_COLUMNS columns: m + lanes, each readable
-                                        # to the next multiple of DCF_LANES past m
+    Py_ssize_t stride                   # of the V_COLUMNS, G_COLUMNS and G_DG columns: m +
+                                        # lanes, each readable to the next multiple of
+                                        # DCF_LANES past m
     Py_ssize_t guard                    # unused elements after each region and view (0, or a
                                         # debug band)
 
@@ -83,10 +88,12 @@ cdef inline Scratch scratch_layout(const Terms* t, Py_ssize_t m, Py_ssize_t guar
     s.glength[G_BSUM] = m
     s.glength[G_P1] = 2 * m
     s.glength[G_P] = 2 * m
+    s.stride = m + DCF_LANES
+    s.glength[G_COLUMNS] = (8 + 2 * t.n_fac) * s.stride
+    s.glength[G_DG] = 3 * (t.nG + 1) * s.stride
     for k in range(N_GRADIENT_VIEWS):
         s.gstart[k] = gradients
         gradients += s.glength[k] + guard
-    s.stride = m + DCF_LANES
     s.vlength[V_COLUMNS] = (6 + t.n_fac + t.n_rc) * s.stride
     s.vlength[V_LANES] = 10 * DCF_LANES * t.n_grp
     for k in range(N_VALUE_VIEWS):
