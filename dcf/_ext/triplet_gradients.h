@@ -238,13 +238,6 @@ DCF_INLINE void dcf_gradient_rows(long a0, long a1, long b0, long b1, int same,
 #define DCF_GRADIENT_ROWS(deg, need)                                                        \
     dcf_gradient_rows(a0, a1, b0, b1, same, W, mp, P, DP, pc, pd, deg, sc, rc2, need, wa,    \
                       wb, GX, coef, kzl, G, DG)
-#define DCF_GRADIENT_NEED(deg)                         \
-    switch (need) {                                    \
-    case 1: DCF_GRADIENT_ROWS(deg, 1); break;          \
-    case 5: DCF_GRADIENT_ROWS(deg, 5); break;          \
-    case 7: DCF_GRADIENT_ROWS(deg, 7); break;          \
-    default: DCF_GRADIENT_ROWS(deg, need);             \
-    }
 
 /* One group, one pair of species blocks (see dcf_gradient_rows). */
 static void dcf_gradient_pairs(long a0, long a1, long b0, long b1, int same, const double *W,
@@ -254,13 +247,7 @@ static void dcf_gradient_pairs(long a0, long a1, long b0, long b1, int same, con
                                const double *coef, const double *kzl, double *const *G,
                                double *const *DG)
 {
-    if (deg == 11) {
-        DCF_GRADIENT_NEED(11)
-    } else if (deg == 15) {
-        DCF_GRADIENT_NEED(15)
-    } else {
-        DCF_GRADIENT_NEED(0)
-    }
+    DCF_CONSTANT_DEG_NEED(DCF_GRADIENT_ROWS)
 }
 
 #endif

@@ -84,27 +84,33 @@ DCF_INLINE void dcf_triplet_rows(long a0, long a1, long b0, long b1, int same,
         dcf_store(acc + DCF_LANES * k, a[k]);
 }
 
+/* ROWS(deg, need) with deg (11, 15 or 0) and, in the common cases, need as constants, so
+   that each instance folds its polynomial and the sums it does not need away: the one
+   dispatch of the fused loops here and in triplet_gradients.h. */
+#define DCF_NEED_CASES(ROWS, deg)                      \
+    switch (need) {                                    \
+    case 1: ROWS(deg, 1); break;                       \
+    case 5: ROWS(deg, 5); break;                       \
+    case 7: ROWS(deg, 7); break;                       \
+    default: ROWS(deg, need);                          \
+    }
+#define DCF_CONSTANT_DEG_NEED(ROWS)                    \
+    if (deg == 11) {                                   \
+        DCF_NEED_CASES(ROWS, 11)                       \
+    } else if (deg == 15) {                            \
+        DCF_NEED_CASES(ROWS, 15)                       \
+    } else {                                           \
+        DCF_NEED_CASES(ROWS, 0)                        \
+    }
+
 #define DCF_TRIPLET_ROWS(deg, need) \
     dcf_triplet_rows(a0, a1, b0, b1, same, W, mp, q, pc, deg, sc, rc2, need, acc)
-#define DCF_TRIPLET_NEED(deg)                          \
-    switch (need) {                                    \
-    case 1: DCF_TRIPLET_ROWS(deg, 1); break;           \
-    case 5: DCF_TRIPLET_ROWS(deg, 5); break;           \
-    case 7: DCF_TRIPLET_ROWS(deg, 7); break;           \
-    default: DCF_TRIPLET_ROWS(deg, need);              \
-    }
 
 static void dcf_triplet_pairs(long a0, long a1, long b0, long b1, int same, const double *W,
                               long mp, int q, const double *pc, int deg, double sc, double rc2,
                               int need, double *acc)
 {
-    if (deg == 11) {
-        DCF_TRIPLET_NEED(11)
-    } else if (deg == 15) {
-        DCF_TRIPLET_NEED(15)
-    } else {
-        DCF_TRIPLET_NEED(0)
-    }
+    DCF_CONSTANT_DEG_NEED(DCF_TRIPLET_ROWS)
 }
 
 #endif
