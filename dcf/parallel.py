@@ -44,6 +44,7 @@ class SerialComm:
     """The one-rank stand-in for an MPI communicator."""
 
     rank, size = 0, 1
+    distributed = False          # one process: nothing to exchange
 
     def bcast(self, obj, root: int = 0):
         return obj
@@ -55,6 +56,10 @@ class SerialComm:
     def sum(self, array) -> np.ndarray:
         """The sum over ranks of a float array: the array itself."""
         return np.asarray(array, dtype=float)
+
+    def gather_all(self, obj) -> list:
+        """Every rank's `obj`, in rank order: [obj]."""
+        return [obj]
 
     def report(self, message) -> None:
         raise RuntimeError("report() needs another rank to report to")
@@ -68,6 +73,8 @@ class SerialComm:
 
 class Comm:
     """An mpi4py communicator with the few operations dcf needs."""
+
+    distributed = True           # even with one rank: results go through MPI
 
     def __init__(self, mpi_comm):
         self._comm = mpi_comm
@@ -90,6 +97,10 @@ class Comm:
         self._comm.Reduce(a, out, op=MPI.SUM, root=0)
         self._comm.Bcast(out, root=0)
         return out
+
+    def gather_all(self, obj) -> list:
+        """Every rank's small picklable `obj`, in rank order, on every rank."""
+        return self._comm.allgather(obj)
 
     def report(self, message) -> None:
         """Send a small picklable status message to rank 0."""

@@ -5,6 +5,11 @@ written as training goes; if the run is interrupted (Ctrl-C, a killed job), the 
 resumes from it. --max-minutes returns the best model found within the time budget. The model
 file is written atomically, then its learning curve (OUT without its suffix + .lcurve.txt and
 .lcurve.png), then the checkpoint is removed.
+
+Under MPI (``mpiexec -n K dcf train ...``) the K ranks share every optimizer step: each takes
+its share of the step's batch and the gradients are summed (`dcf.training.core.DataParallel`),
+so the model is that of a serial run with the same options. Rank 0 alone prints and writes the
+checkpoint, the model and the learning curve; an error on any rank ends all of them.
 """
 from __future__ import annotations
 
@@ -38,6 +43,26 @@ def add_arguments(p) -> None:
 
 def _log(message: str) -> None:
     print(message, flush=True)
+
+
+def _mpi_world():
+    """dcf.parallel.world(), or SystemExit when mpiexec started several ranks without mpi4py."""
+    from dcf.parallel import MPIUnavailable, world
+
+    try:
+        return world()
+    except MPIUnavailable as err:
+        raise SystemExit(f"dcf train: {err}") from None
+
+
+def _failure(comm, message: str):
+    """The error to raise for a failed run: SystemExit(message) in one process; under MPI a
+    DCFError, which dcf.cli.main reports once and which ends every rank (a rank that left
+    alone would leave the others waiting for it)."""
+    if comm.size == 1:
+        return SystemExit(message)
+    from dcf.training.core import TrainingError
+    return TrainingError(message.removeprefix("dcf train: "))
 
 
 def learning_curve_paths(out: Path) -> tuple[Path, Path]:
@@ -111,18 +136,23 @@ def run(args) -> int:
         trainer = importlib.import_module(module_name)
     except ImportError as err:
         raise SystemExit(f"dcf train: the {args.model} model is not available ({err})") from None
+    comm = _mpi_world()
     start = time.perf_counter()
     try:
         with FeatureStore(path) as store:
-            model = trainer.train_from_store(store, args, _log)
+            model = trainer.train_from_store(store, args, _log, comm)
     except StoreError as err:         # names the store itself
-        raise SystemExit(f"dcf train: {err}") from None
+        raise _failure(comm, f"dcf train: {err}") from None
     except (ValueError, KeyError) as err:
-        raise SystemExit(f"dcf train: {path}: {err}") from None
+        if getattr(err, "collective", False):      # every rank raised it: printed once
+            raise
+        raise _failure(comm, f"dcf train: {path}: {err}") from None
     except OSError as err:            # h5py: a damaged chunk, a truncated file
-        raise SystemExit(f"dcf train: {path}: the feature store cannot be read ({err}); it is "
-                         f"damaged: run dcf featurize again") from None
+        raise _failure(comm, f"dcf train: {path}: the feature store cannot be read ({err}); "
+                             f"it is damaged: run dcf featurize again") from None
     except KeyboardInterrupt:
+        if comm.rank != 0:
+            return 130
         if Path(args.checkpoint).exists():
             print(f"\ninterrupted; run the same command again to resume from {args.checkpoint}",
                   file=sys.stderr)
@@ -130,10 +160,18 @@ def run(args) -> int:
             print("\ninterrupted before the first checkpoint; the same command starts over",
                   file=sys.stderr)
         return 130
+    if comm.rank == 0:
+        write_outputs(model, out, Path(args.checkpoint), comm.size,
+                      (time.perf_counter() - start) / 60)
+    comm.barrier()                    # every rank ends once the model is written
+    return 0
+
+
+def write_outputs(model, out: Path, checkpoint: Path, ranks: int, minutes: float) -> None:
+    """Rank 0: the model file, its learning curve, the checkpoint removed; one line said."""
     model.save(out)
     curve, png = write_learning_curve(model, out)
-    Path(args.checkpoint).unlink(missing_ok=True)
-    minutes = (time.perf_counter() - start) / 60
+    checkpoint.unlink(missing_ok=True)
+    on = f" on {ranks} MPI ranks" if ranks > 1 else ""
     print(f"wrote {out} ({model.kind}, elements {', '.join(model.elements)}) and its learning "
-          f"curve {curve}, {png} after {minutes:.1f} min")
-    return 0
+          f"curve {curve}, {png} after {minutes:.1f} min{on}")

@@ -27,15 +27,15 @@ importing this module is cheap.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, Fit, Normalizer,
-                               TrainingError, TrainingOptions, checked_network, epoch_ends_fit,
-                               no_validation_warning, pack, set_threads, shared_options, unpack,
-                               validation_split)
+from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, DataParallel, Fit,
+                               Normalizer, TrainingError, TrainingOptions, checked_network,
+                               epoch_ends_fit, frame_batches, no_validation_warning, pack,
+                               rank_log, rank_threads, same_on_all_ranks, set_threads, shard,
+                               shared_options, unpack, validation_split)
 
 DGDR_BYTES_PER_VALUE = 4            # training dG/dr is float32
 CHECKPOINT_KIND = "bp-checkpoint"
@@ -106,17 +106,18 @@ def config_from_args(args) -> BPTrainConfig:
     return BPTrainConfig(**opts, energy_only=bool(getattr(args, "energy_only", False)))
 
 
-def train_from_store(store, args, log=print):
+def train_from_store(store, args, log=print, comm=None):
     """Train a B–P model on the "train" split of a FeatureStore; returns the BPModel.
 
     The store's frames (positions, cell, reference energy and forces) are featurized here with
-    derivatives: B–P training needs dG/dr, which the store does not hold.
+    derivatives: B–P training needs dG/dr, which the store does not hold. comm: the MPI ranks
+    that share the training (dcf.parallel; None: this process alone).
     """
     frames = _StoreFrames(store, store.frame_ids("train"))
     if len(frames) == 0:
         raise TrainingError("the feature store has no training frames")
     return train_bp(frames, store.spec, config_from_args(args), log,
-                    restart=getattr(args, "restart", False))
+                    restart=getattr(args, "restart", False), comm=comm)
 
 
 class _StoreFrames:
@@ -273,21 +274,6 @@ class _Dataset:
         return b
 
 
-def frame_batches(order, n_atoms, batch_size: int) -> list[np.ndarray]:
-    """Consecutive frames of `order` in batches of at least `batch_size` atoms (the last may
-    hold fewer); n_atoms[k]: atoms of frame k."""
-    batches, current, atoms = [], [], 0
-    for k in order:
-        current.append(k)
-        atoms += n_atoms[k]
-        if atoms >= batch_size:
-            batches.append(np.array(current))
-            current, atoms = [], 0
-    if current:
-        batches.append(np.array(current))
-    return batches
-
-
 # ---------------------------------------------------------------------------- training
 def _build_networks(keras, spec, config: BPTrainConfig) -> dict:
     nets = {}
@@ -302,21 +288,25 @@ def _build_networks(keras, spec, config: BPTrainConfig) -> dict:
 
 class BPFit:
     """The B–P networks of all elements, their Adam optimizer and the compiled loss steps,
-    on a `_Dataset` split into fitting frames `fit_ids` and validation frames `val_ids`."""
+    on a `_Dataset` split into fitting frames `fit_ids` and validation frames `val_ids`;
+    the steps and the validation are shared by the ranks of `comm` (core.DataParallel)."""
 
-    def __init__(self, spec, data: _Dataset, config: BPTrainConfig, fit_ids, val_ids):
+    def __init__(self, spec, data: _Dataset, config: BPTrainConfig, fit_ids, val_ids,
+                 comm=None):
         import keras
+
+        from dcf.training.core import _serial
         self.spec, self.data, self.config = spec, data, config
         self.fit_ids, self.val_ids = fit_ids, val_ids
         keras.utils.set_random_seed(config.seed)
         self.nets = _build_networks(keras, spec, config)
         self.variables = [v for el in spec.elements for v in self.nets[el].trainable_variables]
         self.opt = Adam(self.variables, config.learning_rate)
-        self.train_step, self.eval_step = self._compile()
+        self.dp, self.eval_step = self._compile(comm or _serial())
 
-    def _compile(self):
+    def _compile(self, comm):
         import tensorflow as tf
-        nets, elements, variables, opt = self.nets, self.spec.elements, self.variables, self.opt
+        nets, elements = self.nets, self.spec.elements
         beta2 = tf.constant(self.config.force_weight ** 2, tf.float32)
         use_forces = not self.config.energy_only
 
@@ -331,47 +321,64 @@ class BPFit:
             f_sum = tf.math.unsorted_segment_sum(sq, b["atom_frame"], tf.shape(N)[0])
             return e_term, 0.5 * beta2 * f_sum / tf.square(N), E, F
 
-        @tf.function(reduce_retracing=True)
-        def train_step(b):
-            with tf.GradientTape() as tape:
-                e_term, f_term, _, _ = losses(b)
-                loss = tf.reduce_mean(e_term + f_term)
-            grads = tape.gradient(loss, variables)     # None: an element without atoms
-            opt.apply([tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)])
-            return loss
+        def shard_loss(b):
+            """The shard's frames' terms over the frames of the whole batch (b["frames"])."""
+            e_term, f_term, _, _ = losses(b)
+            return tf.reduce_sum(e_term + f_term) / b["frames"]
 
         @tf.function(reduce_retracing=True)
         def eval_step(b):
             e_term, f_term, E, F = losses(b)
             return e_term + f_term, E, F
 
-        return train_step, eval_step
+        return DataParallel(comm, shard_loss, self.variables, self.opt), eval_step
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The frame ids of every step of `epoch`: the fitting frames shuffled by (seed,
+        epoch) in batches of at least batch_size atoms."""
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(self.fit_ids)
+        return frame_batches(order, self.data.n_atoms, self.config.batch_size)
+
+    def shard_inputs(self, ids, rank: int, size: int):
+        """The step inputs of shard `rank` of `size` of the batch of frames `ids` (None: no
+        frames), with the batch's frame count (the loss's normalization)."""
+        import tensorflow as tf
+        mine = ids[shard(len(ids), rank, size)]
+        if not len(mine):
+            return None
+        b = self.data.batch(mine)
+        b["frames"] = np.float32(len(ids))
+        return (_tensors(tf, b),)
 
     def train_epoch(self, epoch: int) -> float:
-        """One pass over the fitting frames, shuffled by (seed, epoch); mean loss per frame."""
-        import tensorflow as tf
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(self.fit_ids)
-        total = 0.0
-        for ids in frame_batches(order, self.data.n_atoms, self.config.batch_size):
-            total += float(self.train_step(_tensors(tf, self.data.batch(ids)))) * len(ids)
-        return total / len(order)
+        """One pass over the fitting frames, each batch's frames shared by the ranks; mean
+        loss per frame."""
+        total, n = 0.0, 0
+        for ids in self.epoch_batches(epoch):
+            total += self.dp.step(self.shard_inputs(ids, self.dp.rank, self.dp.size))[0] \
+                * len(ids)
+            n += len(ids)
+        return total / n
 
     def evaluate(self, ids) -> dict:
         """Mean eq.-53 loss, energy RMSE (eV/atom), force-component RMSE and force MAE
-        (mean |F - F_ref| per atom) in eV/A (None without forces)."""
+        (mean |F - F_ref| per atom) in eV/A (None without forces) of frames `ids`, each rank
+        evaluating its share of them."""
         import tensorflow as tf
-        loss, e_sq, f_sq, f_abs, n_f, n_a = 0.0, 0.0, 0.0, 0.0, 0, 0
-        for batch_ids in frame_batches(ids, self.data.n_atoms, self.config.batch_size):
+        sums = np.zeros(6)        # loss, energy sq, force sq, |dF|, frames, atoms
+        mine = np.asarray(ids)[self.dp.shard(len(ids))]
+        for batch_ids in frame_batches(mine, self.data.n_atoms, self.config.batch_size):
             b = self.data.batch(batch_ids)
             c, E, F = self.eval_step(_tensors(tf, b))
-            loss += float(tf.reduce_sum(c))
-            e_sq += float(np.sum(((E.numpy() - b["energy"]) / b["n_atoms"]) ** 2))
-            n_f += len(b["energy"])
+            sums[0] += float(tf.reduce_sum(c))
+            sums[1] += float(np.sum(((E.numpy() - b["energy"]) / b["n_atoms"]) ** 2))
+            sums[4] += len(b["energy"])
             if not self.config.energy_only:
                 dF = F.numpy() - b["forces"]
-                f_sq += float(np.sum(dF ** 2))
-                f_abs += float(np.linalg.norm(dF, axis=1).sum())
-                n_a += len(dF)
+                sums[2] += float(np.sum(dF ** 2))
+                sums[3] += float(np.linalg.norm(dF, axis=1).sum())
+                sums[5] += len(dF)
+        loss, e_sq, f_sq, f_abs, n_f, n_a = self.dp.sum(sums)
         return {"loss": loss / n_f, "energy_rmse": float(np.sqrt(e_sq / n_f)),
                 "force_rmse": float(np.sqrt(f_sq / (3 * n_a))) if n_a else None,
                 "force_mae": f_abs / n_a if n_a else None}
@@ -405,7 +412,7 @@ def checkpoint_identity(config: BPTrainConfig, spec, data: _Dataset, n_val: int)
 
 
 def train_bp(frames, spec, config: BPTrainConfig | None = None, log=print,
-             restart: bool = False, stop_after=None):
+             restart: bool = False, stop_after=None, comm=None):
     """Fit a B–P model to `frames` (a sequence of ase.Atoms whose calculators hold reference
     energies, eV, and forces, eV/A). Returns the BPModel; its `training` holds the run's
     record, with the learning curve in training["fits"][0]["history"].
@@ -414,28 +421,21 @@ def train_bp(frames, spec, config: BPTrainConfig | None = None, log=print,
     early stopping and the best epoch; see `TrainingOptions` for the schedule, the budget and
     the checkpoint. restart: ignore an existing checkpoint. stop_after(fit) -> bool: called
     after every epoch; True interrupts the run as a KeyboardInterrupt would (tests).
+    comm: the MPI ranks sharing each step's frames (dcf.parallel; None: this process alone);
+    every rank returns the same model, rank 0 alone logs and writes the checkpoint.
     """
-    from dcf.descriptors.fingerprints import Featurizer
-    from dcf.descriptors.spec import FingerprintSpec, invariant_spec
+    from dcf.descriptors.spec import FingerprintSpec
+    from dcf.training.core import _serial
 
-    config = config or BPTrainConfig()
+    config, comm = config or BPTrainConfig(), comm or _serial()
+    log = rank_log(log, comm)
     clock = Clock(config.max_minutes)
-    set_threads(config.threads)
     spec = FingerprintSpec.resolve(spec)
-    data = _Dataset(frames, Featurizer(invariant_spec(spec), config.threads), config, log)
-    fit_ids, val_ids = validation_split(np.arange(len(frames)), config.validation_fraction,
-                                        config.seed)
-    if len(val_ids) == 0:
-        log(no_validation_warning("B-P training"))
-    data.fit_statistics(fit_ids)
-    absent = [el for el in spec.elements if sum(len(data.index[k][el]) for k in fit_ids) == 0]
-    if absent:
-        log(f"B-P: no {', '.join(absent)} atoms in the training frames; their networks stay "
-            f"untrained")
-    bp = BPFit(spec, data, config, fit_ids, val_ids)
+    bp, absent = prepare_fit(frames, spec, config, log, comm)
+    data, val_ids = bp.data, bp.val_ids
     checkpoint = Checkpoint(config.checkpoint,
                             checkpoint_identity(config, spec, data, len(val_ids)),
-                            config.checkpoint_every, restart)
+                            config.checkpoint_every, restart, comm)
     fit, best = Fit("bp", "all", lr=config.learning_rate), bp.weights()
     saved = checkpoint.load()
     if saved is not None:
@@ -448,10 +448,33 @@ def train_bp(frames, spec, config: BPTrainConfig | None = None, log=print,
         checkpoint.save({"fit": asdict(fit), "elapsed": clock.elapsed()}, bp.state(best), force)
 
     bp.set_weights(fit_bp(bp, fit, best, clock, save, log, stop_after))
+    log(f"B-P: {bp.dp.timing()}")
     record = training_record(bp, fit, clock.elapsed() / 60, absent)
     log(f"B-P: best epoch {fit.best_epoch} of {fit.epoch} ({fit.stopped}), "
         f"{record['minutes']:.1f} min")
     return export_model(spec, bp.nets, data, config, record)
+
+
+def prepare_fit(frames, spec, config: BPTrainConfig, log, comm) -> tuple[BPFit, list]:
+    """The fit of a run: frames featurized, split and normalized, networks built; and the
+    elements without atoms in the fitting frames."""
+    from dcf.descriptors.fingerprints import Featurizer
+    from dcf.descriptors.spec import invariant_spec
+
+    threads = rank_threads(config.threads, comm)
+    set_threads(threads)
+    data = _Dataset(frames, Featurizer(invariant_spec(spec), threads), config, log)
+    same_on_all_ranks(comm, data.sha256, "training frames")
+    fit_ids, val_ids = validation_split(np.arange(len(frames)), config.validation_fraction,
+                                        config.seed)
+    if len(val_ids) == 0:
+        log(no_validation_warning("B-P training"))
+    data.fit_statistics(fit_ids)
+    absent = [el for el in spec.elements if sum(len(data.index[k][el]) for k in fit_ids) == 0]
+    if absent:
+        log(f"B-P: no {', '.join(absent)} atoms in the training frames; their networks stay "
+            f"untrained")
+    return BPFit(spec, data, config, fit_ids, val_ids, comm), absent
 
 
 def training_record(bp: BPFit, fit: Fit, minutes: float, untrained) -> dict:
@@ -482,7 +505,7 @@ def fit_bp(bp: BPFit, fit: Fit, best: list, clock: Clock, save, log, stop_after=
             best = bp.weights()
         bp.opt.learning_rate.assign(fit.lr)
         log(_epoch_line(fit, train_loss, score))
-        if epoch_ends_fit(fit, cfg, deadline, save, stop_after, "bp"):
+        if epoch_ends_fit(fit, cfg, deadline, save, stop_after, "bp", bp.dp.agree):
             break
     fit.stopped = fit.stopped or "epoch limit"
     return best

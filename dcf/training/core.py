@@ -8,7 +8,11 @@
 * `Fit`: one fit's progress: early stopping, the learning-rate schedule and its learning curve.
 * `Adam`: the optimizer, whose whole state checkpoints save.
 * `Checkpoint` and `DataHash`: atomic save / resume, refused for another run or another store.
-* `set_threads`: TensorFlow's thread pools.
+* `frame_batches`: whole frames in batches of at least a number of atoms (B–P, pairwise).
+* `DataParallel`: the optimizer steps of one network, shared by MPI ranks (`mpiexec -n K dcf
+  train`): each rank takes its `shard` of every batch, the gradients are summed over the
+  ranks in one reduction per step, and every rank applies the same update.
+* `set_threads`, `rank_threads`: TensorFlow's thread pools (one thread per rank under MPI).
 
 A "fit" is one network trained to early stopping: a (stage, element) of the DCF plan, or the
 one B–P fit of all elements together. TensorFlow is imported inside the functions only.
@@ -269,15 +273,16 @@ class Fit:
 
 
 def epoch_ends_fit(fit: Fit, options: TrainingOptions, deadline, save, stop_after=None,
-                   what: str = "") -> bool:
+                   what: str = "", agree=bool) -> bool:
     """After an epoch of `fit`: True (fit.stopped set) on early stopping or past `deadline`
-    (time.monotonic(), None: none); otherwise write the checkpoint (`save()`) and, if
+    (time.monotonic(), None: none; agree(flag): the one decision of all MPI ranks, rank 0's,
+    see DataParallel.agree); otherwise write the checkpoint (`save()`) and, if
     stop_after(fit) says so (tests), save it at once and raise KeyboardInterrupt as Ctrl-C
     would."""
     if fit.out_of_patience(options):
         fit.stopped = "early stopping"
         return True
-    if deadline is not None and time.monotonic() > deadline:
+    if agree(deadline is not None and time.monotonic() > deadline):
         fit.stopped = "time limit"
         return True
     save()
@@ -339,6 +344,198 @@ class Adam:
             p.assign_sub(lr * m / (tf.sqrt(v) + self.epsilon))
 
 
+# ---- data parallelism (MPI) -----------------------------------------------------------------
+def _serial():
+    from dcf.parallel import SerialComm
+    return SerialComm()
+
+
+def _quiet(*_):
+    """The log of the ranks other than 0."""
+
+
+def rank_log(log, comm):
+    """`log` on rank 0, a sink on the other ranks (they train as quietly as they write)."""
+    return log if comm.rank == 0 else _quiet
+
+
+def collective_error(message: str) -> TrainingError:
+    """A TrainingError that every rank raises together (printed once, by rank 0)."""
+    err = TrainingError(message)
+    err.collective = True
+    return err
+
+
+def on_rank0(comm, task):
+    """task() run by rank 0 alone, its result broadcast to every rank; a TrainingError of
+    rank 0 is raised on every rank (so that no rank waits for the others forever)."""
+    outcome = None
+    if comm.rank == 0:
+        try:
+            outcome = ("ok", task())
+        except TrainingError as err:
+            outcome = ("error", str(err))
+    outcome = comm.bcast(outcome) if comm.size > 1 else outcome
+    if outcome[0] == "error":
+        if comm.size > 1:
+            raise collective_error(outcome[1])
+        raise TrainingError(outcome[1])
+    return outcome[1]
+
+
+def same_on_all_ranks(comm, value: str, what: str) -> None:
+    """TrainingError on every rank unless every rank has the same `value` (a data hash)."""
+    if comm.size == 1:
+        return
+    values = comm.gather_all(value)
+    other = [r for r, v in enumerate(values) if v != values[0]]
+    if other:
+        raise collective_error(
+            f"the MPI ranks read different {what}: rank(s) {', '.join(map(str, other))} differ "
+            f"from rank 0 (sha256 {values[0][:12]} against {values[other[0]][:12]}); every "
+            f"rank must read the same feature store, on a file system they share")
+
+
+def shard(n: int, rank: int, size: int) -> slice:
+    """Rank `rank`'s contiguous block of n items split over `size` ranks (the first n % size
+    ranks get one item more)."""
+    lo, hi = (n * rank) // size, (n * (rank + 1)) // size
+    return slice(lo, hi)
+
+
+def frame_batches(order, n_atoms, batch_size: int) -> list[np.ndarray]:
+    """Consecutive frames of `order` in batches of at least `batch_size` atoms (the last may
+    hold fewer); n_atoms[k]: atoms of frame k."""
+    batches, current, atoms = [], [], 0
+    for k in order:
+        current.append(k)
+        atoms += n_atoms[k]
+        if atoms >= batch_size:
+            batches.append(np.array(current))
+            current, atoms = [], 0
+    if current:
+        batches.append(np.array(current))
+    return batches
+
+
+def _dense(tf, grads, variables) -> list:
+    """Gradients with None (a variable the loss does not reach) as zeros."""
+    return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+
+
+class DataParallel:
+    """The optimizer steps of one fit, shared by the ranks of `comm` (dcf.parallel).
+
+    Every rank makes the same list of global batches (same seed); in each step rank r takes
+    its `shard` of the step's batch and calls `step` with the inputs of its shard. The loss
+    function `loss_fn(*inputs)` must return the shard's part of the global batch's loss (its
+    terms summed, divided by the global batch's normalization), so that the parts summed over
+    the ranks are the serial batch's loss and their gradients its gradient.
+
+    * A SerialComm (one process): gradient and Adam update in one compiled call (`fused`).
+    * A Comm (K >= 1 ranks): the gradient in one compiled call that also flattens it, with
+      the loss and a stop flag, into one float64 vector (n_params + 2,); one reduction of that
+      vector over the ranks (reduced on rank 0 and broadcast, bit-identical on every rank);
+      the Adam update from the summed vector in one compiled call (`apply`). With K = 1 this
+      gives the same bits as the fused step; every rank holds the same weights after a step.
+
+    signature: tf.TensorSpec structure of the inputs (None: traced per input shape, with
+    reduce_retracing). `seconds` accumulates the time of each phase of the steps after the
+    first (which traces the compiled calls), `timed` counts those steps.
+    """
+
+    def __init__(self, comm, loss_fn, variables, optimizer, signature=None):
+        import tensorflow as tf
+        self.comm, self.variables = comm, list(variables)
+        self.exchange = bool(getattr(comm, "distributed", False))
+        self.sizes = [int(np.prod(v.shape)) for v in self.variables]
+        self.n_params = sum(self.sizes)
+        self.seconds = {"gradient": 0.0, "reduce": 0.0, "update": 0.0}
+        self.steps = self.timed = 0
+        options = ({"input_signature": signature, "autograph": False} if signature is not None
+                   else {"reduce_retracing": True, "autograph": False})
+        variables, sizes = self.variables, self.sizes
+
+        def fused(*inputs):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(*inputs)
+            optimizer.apply(_dense(tf, tape.gradient(loss, variables), variables))
+            return loss
+
+        def gradient(*inputs):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(*inputs)
+            grads = _dense(tf, tape.gradient(loss, variables), variables)
+            return tf.concat([tf.reshape(tf.cast(g, tf.float64), [-1]) for g in grads]
+                             + [tf.reshape(tf.cast(loss, tf.float64), [1])], 0)
+
+        def apply(flat):
+            parts = tf.split(tf.cast(flat, tf.float32), sizes)
+            optimizer.apply([tf.reshape(p, v.shape) for p, v in zip(parts, variables)])
+
+        self.fused = tf.function(fused, **options)
+        self.gradient = tf.function(gradient, **options)
+        self.apply = tf.function(apply, input_signature=[
+            tf.TensorSpec((self.n_params,), tf.float64)], autograph=False)
+
+    @property
+    def rank(self) -> int:
+        return self.comm.rank
+
+    @property
+    def size(self) -> int:
+        return self.comm.size
+
+    def shard(self, n: int) -> slice:
+        """This rank's block of a global batch of n items."""
+        return shard(n, self.comm.rank, self.comm.size)
+
+    def step(self, inputs, stop: bool = False) -> tuple[float, bool]:
+        """One optimizer step; inputs: this rank's shard (None: an empty shard). stop: rank
+        0's wish to end the fit after this step (other ranks' are ignored). Returns (the
+        global batch's loss, whether rank 0 asked to stop), the same on every rank."""
+        t0 = time.perf_counter()
+        if not self.exchange:
+            loss = float(self.fused(*inputs))
+            self._add(time.perf_counter() - t0)
+            return loss, stop
+        flat = np.zeros(self.n_params + 2)
+        if inputs is not None:
+            flat[:-1] = self.gradient(*inputs).numpy()
+        flat[-1] = 1.0 if stop and self.comm.rank == 0 else 0.0
+        t1 = time.perf_counter()
+        total = self.comm.sum(flat)
+        t2 = time.perf_counter()
+        self.apply(total[:self.n_params])
+        self._add(t1 - t0, t2 - t1, time.perf_counter() - t2)
+        return float(total[-2]), bool(total[-1] > 0)
+
+    def _add(self, *seconds) -> None:
+        """Count a step; add its phases' times unless it is the first."""
+        self.steps += 1
+        if self.steps > 1:
+            self.timed += 1
+            for phase, dt in zip(self.seconds, seconds):
+                self.seconds[phase] += dt
+
+    def sum(self, values) -> np.ndarray:
+        """The element-wise sum over the ranks of float `values` (validation sums)."""
+        return self.comm.sum(np.asarray(values, float)) if self.comm.size > 1 \
+            else np.asarray(values, float)
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's `flag` on every rank (a wall-clock decision must be the same on all)."""
+        return bool(self.comm.bcast(bool(flag))) if self.comm.size > 1 else bool(flag)
+
+    def timing(self) -> str:
+        """Mean milliseconds per step of each phase (one line for the log)."""
+        n = max(self.timed, 1)
+        phases = self.seconds if self.exchange else \
+            {"gradient + update": self.seconds["gradient"]}
+        return (f"{self.steps} steps on {self.comm.size} rank(s), per step: "
+                + ", ".join(f"{k} {1000 * v / n:.2f} ms" for k, v in phases.items()))
+
+
 # ---- checkpoints ----------------------------------------------------------------------------
 def pack(prefix: str, arrays) -> dict:
     """{prefix/0: a0, prefix/1: a1, ...} of a list of arrays (None: nothing)."""
@@ -359,16 +556,20 @@ class Checkpoint:
 
     `identity` names the run: model kind, spec, architecture, seed, the training data's hash
     (DataHash) and counts. A checkpoint whose identity differs is refused, naming the keys.
+    Under MPI (`comm` with several ranks) rank 0 alone reads and writes the file; `load`
+    gives every rank rank 0's result (or raises its error on every rank).
     """
 
-    def __init__(self, path, identity: dict, every: float = 30.0, restart: bool = False):
+    def __init__(self, path, identity: dict, every: float = 30.0, restart: bool = False,
+                 comm=None):
         self.path = Path(path) if path else None
         self.identity = json.loads(json.dumps(identity))    # as the file will hold it
         self.every, self.restart = every, restart
+        self.comm = comm or _serial()
         self._last = -np.inf
 
     def save(self, meta: dict, arrays: dict, force: bool = False) -> None:
-        if self.path is None:
+        if self.path is None or self.comm.rank != 0:
             return
         now = time.monotonic()
         if not force and now - self._last < self.every:
@@ -378,7 +579,11 @@ class Checkpoint:
         self._last = now
 
     def load(self) -> tuple[dict, dict] | None:
-        """(meta, arrays) of a checkpoint of this run, or None (no file, --restart)."""
+        """(meta, arrays) of a checkpoint of this run, or None (no file, --restart); read by
+        rank 0 and broadcast."""
+        return on_rank0(self.comm, self._load)
+
+    def _load(self) -> tuple[dict, dict] | None:
         if self.path is None or self.restart or not self.path.exists():
             return None
         from dcf.models.modelfile import ModelFileError, read_model_file
@@ -412,6 +617,12 @@ class Clock:
             return None
         left = max(60 * self.max_minutes - self.elapsed(), 0.0)
         return time.monotonic() + left / max(fits_left, 1)
+
+
+def rank_threads(threads: int | None, comm) -> int | None:
+    """The CPU threads of one rank: `threads` if given, else 1 under MPI with several ranks
+    (so that K ranks do not oversubscribe the cores), else None (TensorFlow's choice)."""
+    return threads if threads else (1 if comm.size > 1 else None)
 
 
 def set_threads(threads: int | None) -> None:

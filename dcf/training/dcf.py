@@ -33,9 +33,11 @@ from dcf.models.dcf import (COEFFICIENT_INPUTS, HEADS, LAYOUTS, STAGES, DCFModel
                             NetworkStack)
 from dcf.rotations import random_rotations
 from dcf.training import pairwise
-from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, Fit, Normalizer,
-                               TrainingError, TrainingOptions, no_validation_warning, pack,
-                               parse_widths, set_threads, shared_options, unpack, validation_split)
+from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, DataParallel, Fit,
+                               Normalizer, TrainingError, TrainingOptions, _serial,
+                               no_validation_warning, pack, parse_widths, rank_log,
+                               rank_threads, same_on_all_ranks, set_threads, shared_options,
+                               unpack, validation_split)
 
 __all__ = ["DCFTrainingConfig", "MemoryFeatures", "TrainingError", "train", "set_threads"]
 
@@ -132,10 +134,11 @@ def config_from_args(args) -> DCFTrainingConfig:
                              remove_net_force=not getattr(args, "keep_net_force", False))
 
 
-def train_from_store(store, args, log=print) -> DCFModel:
-    """`dcf train --model dcf`: train on a feature store from parsed CLI arguments."""
+def train_from_store(store, args, log=print, comm=None) -> DCFModel:
+    """`dcf train --model dcf`: train on a feature store from parsed CLI arguments; comm: the
+    MPI ranks sharing the training (None: this process alone)."""
     if getattr(args, "head", None) in (None, "pairwise"):
-        return pairwise.train_from_store(store, args, log)
+        return pairwise.train_from_store(store, args, log, comm)
     config = config_from_args(args)
     init = None
     if getattr(args, "init", None):
@@ -143,7 +146,8 @@ def train_from_store(store, args, log=print) -> DCFModel:
         init = load_model(args.init)
         if init.kind != "dcf":
             raise TrainingError(f"--init {args.init} is a {init.kind} model, not a DCF model")
-    return train(store, config, log, init=init, restart=getattr(args, "restart", False))
+    return train(store, config, log, init=init, restart=getattr(args, "restart", False),
+                 comm=comm)
 
 
 # ---- in-memory features (tests, small scripts) ----------------------------------------------
@@ -547,9 +551,10 @@ def build_stage(config, nG, nA, stage, weights):
     return model, lambda: {"nn1": nn1.get_weights(), "head": head.get_weights()}
 
 
-def compile_steps(model, opt, stage, nG, nA):
-    """tf.functions step(inputs, target, w) -> weighted MSE loss (one Adam update) and
-    predict(inputs) for a stage's model."""
+def compile_steps(model, stage, nG, nA):
+    """A stage's loss loss(inputs, target, w, total_w) -> sum_n w_n mean_c (pred - target)^2
+    over these rows / total_w (the weight of the whole batch), its input signature, and the
+    tf.function predict(inputs)."""
     import tensorflow as tf
     shapes = {"nn1": [(nG,)], "nn2": [(nG,), (nA,), (nA, 3)], "nn3": [(nG,), (nA, 3)]}[stage]
     inputs_spec = tuple(tf.TensorSpec((None, *shape), tf.float32) for shape in shapes)
@@ -557,28 +562,34 @@ def compile_steps(model, opt, stage, nG, nA):
     call = (lambda x, training: model(list(x), training=training)) if len(shapes) > 1 else \
         (lambda x, training: model(x[0], training=training))
 
-    @tf.function(input_signature=[inputs_spec, target_spec, tf.TensorSpec((None,), tf.float32)],
-                 autograph=False)
-    def step(inputs, target, w):
-        with tf.GradientTape() as tape:
-            pred = call(inputs, True)
-            loss = tf.reduce_sum(w * tf.reduce_mean(tf.square(pred - target), axis=1)) \
-                / tf.reduce_sum(w)
-        opt.apply(tape.gradient(loss, model.trainable_variables))
-        return loss
+    def loss(inputs, target, w, total_w):
+        pred = call(inputs, True)
+        return tf.reduce_sum(w * tf.reduce_mean(tf.square(pred - target), axis=1)) / total_w
 
     @tf.function(input_signature=[inputs_spec], autograph=False)
     def predict(inputs):
         return call(inputs, False)
 
-    return step, predict
+    signature = (inputs_spec, target_spec, tf.TensorSpec((None,), tf.float32),
+                 tf.TensorSpec((), tf.float32))
+    return loss, signature, predict
+
+
+def step_inputs(tf, inputs, target, w, rows: slice):
+    """The tensors of `rows` of a batch for a stage's loss (None: no rows), with the weight
+    of the whole batch."""
+    if rows.stop <= rows.start:
+        return None
+    return (tuple(tf.constant(x[rows]) for x in inputs), tf.constant(target[rows]),
+            tf.constant(w[rows]), tf.constant(np.sum(w, dtype=np.float32)))
 
 
 class StageFit:
-    """One (stage, element) fit: its Keras model, Adam optimizer and compiled steps."""
+    """One (stage, element) fit: its Keras model, Adam optimizer and compiled steps, shared
+    by the ranks of `comm` (core.DataParallel)."""
 
     def __init__(self, config: DCFTrainingConfig, data: TrainingSet, stage: str, el: str,
-                 weights: dict):
+                 weights: dict, comm=None):
         import keras
         self.config, self.data, self.stage, self.el = config, data, stage, el
         self.index = (STAGES.index(stage), data.spec.elements.index(el))
@@ -588,7 +599,9 @@ class StageFit:
         nG, nA = data.spec.n_features(el)
         self.model, self.parts = build_stage(config, nG, nA, stage, weights)
         self.opt = Adam(self.model.trainable_variables, config.learning_rate)
-        self.step, self.predict = compile_steps(self.model, self.opt, stage, nG, nA)
+        loss, signature, self.predict = compile_steps(self.model, stage, nG, nA)
+        self.dp = DataParallel(comm or _serial(), loss, self.model.trainable_variables,
+                               self.opt, signature)
         self.rotations = data.rotations if config.head == "paper" else 0
 
     def state(self, best) -> dict:
@@ -603,47 +616,64 @@ class StageFit:
             var.assign(value)
         return state["best"]
 
-    def train_epoch(self, store, epoch: int, deadline) -> tuple[float, bool]:
-        """One pass over the training snapshots outside the validation frames, shuffled by
-        (seed, stage, element, epoch). Returns (mean loss, whether the deadline passed)."""
-        import tensorflow as tf
+    def epoch_batches(self, store, epoch: int):
+        """The (inputs, target, w) of every step of `epoch`: the training snapshots outside
+        the validation frames, shuffled by (seed, stage, element, epoch), normalized (and for
+        the paper head joined by rotated copies)."""
         seed = [self.config.seed, *self.index, epoch]
         rng = np.random.default_rng(seed)
-        losses, sizes = [], []
         for batch in store.batches(self.el, self.config.batch_size, split="train", shuffle=True,
                                    seed=int(np.random.default_rng(seed).integers(2**31))):
             keep = ~np.isin(batch["frame"], self.data.val_frames)
-            if not keep.any():
-                continue
-            batch = {k: np.asarray(v)[keep] for k, v in batch.items()}
-            inputs, target, w = batch_inputs(self.stage, self.data.norms[self.el], batch,
-                                             self.rotations, rng)
-            losses.append(float(self.step(tuple(tf.constant(x) for x in inputs),
-                                          tf.constant(target), tf.constant(w))))
+            if keep.any():
+                batch = {k: np.asarray(v)[keep] for k, v in batch.items()}
+                yield batch_inputs(self.stage, self.data.norms[self.el], batch, self.rotations,
+                                   rng)
+
+    def train_epoch(self, store, epoch: int, deadline) -> tuple[float, bool]:
+        """One pass over the epoch's batches, each batch's rows shared by the ranks. Returns
+        (mean loss, whether the deadline passed: rank 0's clock decides for all)."""
+        import tensorflow as tf
+        losses, sizes = [], []
+        for inputs, target, w in self.epoch_batches(store, epoch):
+            late = deadline is not None and time.monotonic() > deadline
+            loss, stop = self.dp.step(step_inputs(tf, inputs, target, w,
+                                                  self.dp.shard(len(target))), late)
+            losses.append(loss)
             sizes.append(len(target))
-            if deadline is not None and time.monotonic() > deadline:
+            if stop:
                 return float(np.average(losses, weights=sizes)), True
         return (float(np.average(losses, weights=sizes)) if losses else float("nan")), False
 
     def validation_inputs(self):
-        """Fixed validation inputs (the paper head: one rotated copy of each sample), or None."""
+        """This rank's share of the fixed validation inputs (the paper head: one rotated copy
+        of each sample), or None."""
         val = self.data.validation[self.el]
         if val is None:
             return None
-        return batch_inputs(self.stage, self.data.norms[self.el], val, min(self.rotations, 1),
-                            np.random.default_rng([self.config.seed, 99]))
+        inputs, target, w = batch_inputs(self.stage, self.data.norms[self.el], val,
+                                          min(self.rotations, 1),
+                                          np.random.default_rng([self.config.seed, 99]))
+        rows = self.dp.shard(len(target))
+        return tuple(x[rows] for x in inputs), target[rows], w[rows]
 
     def validate(self, val_inputs) -> tuple[float, float]:
-        """Validation loss (normalized units) and MAE (eV/A; F_int for NN1, |dF| otherwise)."""
+        """Validation loss (normalized units) and MAE (eV/A; F_int for NN1, |dF| otherwise),
+        from the sums of every rank's share."""
         import tensorflow as tf
         inputs, target, w = val_inputs
         pred = np.concatenate([self.predict(tuple(tf.constant(x[s:s + 8192]) for x in inputs))
-                               .numpy() for s in range(0, len(target), 8192)])
-        loss = float((w * ((pred - target) ** 2).mean(axis=1)).sum() / w.sum())
+                               .numpy() for s in range(0, len(target), 8192)] or
+                              [np.zeros((0, target.shape[1]), np.float32)])
         norm = self.data.norms[self.el]
         if self.stage == "nn1":
-            return loss, float(np.abs((pred - target) * norm["fint_scale"]).mean())
-        return loss, float(np.linalg.norm(pred - target, axis=1).mean() * norm["force_scale"])
+            err, count = np.abs((pred - target) * norm["fint_scale"]).sum(), pred.size
+        else:
+            err, count = np.linalg.norm(pred - target, axis=1).sum(), len(pred)
+        sums = self.dp.sum([(w * ((pred - target) ** 2).mean(axis=1)).sum(), w.sum(), err,
+                            count])
+        scale = 1.0 if self.stage == "nn1" else float(norm["force_scale"])
+        return float(sums[0] / sums[1]), float(sums[2] / sums[3] * scale)
 
 
 def fit_stage(sf: StageFit, store, progress: Progress, deadline, save, log,
@@ -682,7 +712,7 @@ def fit_stage(sf: StageFit, store, progress: Progress, deadline, save, log,
     progress.finish(fit, sf.parts())
     log(f"{fit.stage} {fit.element}: {fit.stopped} after {fit.epoch} epochs, best "
         f"{'validation' if val_inputs is not None else 'training'} loss {fit.best:.4g} at "
-        f"epoch {fit.best_epoch}")
+        f"epoch {fit.best_epoch}; {sf.dp.timing()}")
 
 
 def epoch_line(fit: Fit, epochs: int, seconds: float) -> str:
@@ -709,29 +739,34 @@ def check_stage_inputs(config: DCFTrainingConfig, weights: dict) -> None:
 
 
 def train(store, config: DCFTrainingConfig, log=print, init: DCFModel | None = None,
-          restart: bool = False, stop_after=None) -> DCFModel:
+          restart: bool = False, stop_after=None, comm=None) -> DCFModel:
     """Train a DCF model on `store` (feature-store interface); returns the numpy DCFModel,
     with the run's record (config, counts, every fit's learning curve) in `model.training`.
 
     init: a DCF model to start from (its architecture and normalization are used; needed for a
     single stage after nn1). restart: ignore an existing checkpoint. stop_after(fit) -> bool:
     called after every epoch; True interrupts the run as a KeyboardInterrupt would (tests).
+    comm: the MPI ranks sharing each step's snapshots (dcf.parallel; None: this process
+    alone); every rank returns the same model, rank 0 alone logs and writes the checkpoint.
     """
     import keras
+    comm = comm or _serial()
+    log = rank_log(log, comm)
     clock = Clock(config.max_minutes)
     if init is not None:
         init.check_spec(store.spec, "the feature store")
         config = config_of_model(init, config)
-    set_threads(config.threads)
+    set_threads(rank_threads(config.threads, comm))
     keras.utils.set_random_seed(config.seed)
     data = prepare(store, config, init, log)
+    same_on_all_ranks(comm, data.data_sha256, "training snapshots")
     elements = data.spec.elements
     weights = keras_weights_from_model(init, config) if init is not None else \
         {el: {"nn1": None, "head": None} for el in elements}
     check_stage_inputs(config, weights)
     progress = Progress(weights, {el: [] for el in elements})
     checkpoint = Checkpoint(config.checkpoint, checkpoint_identity(config, data),
-                            config.checkpoint_every, restart)
+                            config.checkpoint_every, restart, comm)
     progress = resume(checkpoint, progress, clock, log)
     log(f"DCF training, {config.head} head, stages {', '.join(config.stages)}; "
         + ", ".join(f"{el}: {data.n_train[el]} train / {_n_rows(data.validation[el])} "
@@ -742,8 +777,8 @@ def train(store, config: DCFTrainingConfig, log=print, init: DCFModel | None = N
 
     plan = [(s, el) for s in config.stages for el in elements if s not in progress.done[el]]
     for i, (stage, el) in enumerate(plan):
-        fit_stage(StageFit(config, data, stage, el, progress.weights[el]), store, progress,
-                  clock.fit_deadline(len(plan) - i), save, log, stop_after)
+        sf = StageFit(config, data, stage, el, progress.weights[el], comm)
+        fit_stage(sf, store, progress, clock.fit_deadline(len(plan) - i), save, log, stop_after)
         save(force=True)
     prior = tuple(init.stages) if init is not None else ()
     stages = [s for s in STAGES if s in prior or all(s in progress.done[el] for el in elements)]

@@ -16,7 +16,6 @@ TensorFlow is imported inside the functions that train, so importing this module
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -25,9 +24,11 @@ from dcf.descriptors.fingerprints import Featurizer
 from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 from dcf.models.mlp import MLP
 from dcf.models.pairwise import PairBasis, PairwiseModel, half_pairs
-from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, Fit, Normalizer,
-                               TrainingError, TrainingOptions, checked_network, epoch_ends_fit,
-                               no_validation_warning, pack, set_threads, shared_options, unpack,
+from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, DataParallel, Fit,
+                               Normalizer, TrainingError, TrainingOptions, _serial,
+                               checked_network, epoch_ends_fit, frame_batches, shard,
+                               no_validation_warning, pack, rank_log, rank_threads,
+                               same_on_all_ranks, set_threads, shared_options, unpack,
                                validation_split)
 
 
@@ -85,16 +86,17 @@ def config_from_args(args) -> PairwiseTrainingConfig:
     return PairwiseTrainingConfig(**opts)
 
 
-def train_from_store(store, args, log=print) -> PairwiseModel:
+def train_from_store(store, args, log=print, comm=None) -> PairwiseModel:
     """`dcf train --model dcf --head pairwise`: train on a FeatureStore's training frames
-    (read whole: the pairs need every atom's fingerprints)."""
+    (read whole: the pairs need every atom's fingerprints); comm: the MPI ranks sharing the
+    training (None: this process alone)."""
     ids = list(store.frame_ids("train"))
     if not ids:
         raise TrainingError("the feature store has no training frames")
     frames = [store.frame(int(k)) for k in ids]
     return train_pairwise(frames, store.spec, config_from_args(args), log,
                           [f"frame {k} of the store" for k in ids],
-                          restart=getattr(args, "restart", False))
+                          restart=getattr(args, "restart", False), comm=comm)
 
 
 @dataclass
@@ -179,20 +181,35 @@ def _normalization(graphs, elements):
     return g_mean, g_std, f2
 
 
+def error_sums(pred: np.ndarray, ref: np.ndarray, species: np.ndarray, n_elements: int):
+    """Per element s: [sum |F_pred - F_ref| eV/A, sum |F_ref| eV/A, atoms] (3, n_elements)
+    of atoms with species s (pred, ref (n, 3)); sums over ranks add up."""
+    out = np.zeros((3, n_elements))
+    for s in range(n_elements):
+        m = species == s
+        out[:, s] = (np.linalg.norm(pred[m] - ref[m], axis=1).sum(),
+                     np.linalg.norm(ref[m], axis=1).sum(), m.sum())
+    return out
+
+
 def relative_errors(pred: np.ndarray, ref: np.ndarray, species: np.ndarray, elements) -> dict:
     """Per element: (MAE of |F_pred - F_ref| eV/A, that MAE / <|F_ref|>)."""
+    return errors_from_sums(error_sums(pred, ref, species, len(elements)), elements)
+
+
+def errors_from_sums(sums: np.ndarray, elements) -> dict:
+    """`relative_errors` from `error_sums` (summed over the ranks' shares of the frames)."""
     out = {}
     for s, el in enumerate(elements):
-        m = species == s
-        if not m.any():
-            continue
-        err = np.linalg.norm(pred[m] - ref[m], axis=1).mean()
-        out[el] = (float(err), float(err / max(np.linalg.norm(ref[m], axis=1).mean(), 1e-12)))
+        err, ref, n = sums[:, s]
+        if n > 0:
+            out[el] = (float(err / n), float(err / max(ref, 1e-12 * n)))
     return out
 
 
 def train_pairwise(frames, spec, config: PairwiseTrainingConfig | None = None, log=print,
-                   sources=None, restart: bool = False, stop_after=None) -> PairwiseModel:
+                   sources=None, restart: bool = False, stop_after=None,
+                   comm=None) -> PairwiseModel:
     """Train a pairwise model on `frames` (ase.Atoms with reference forces).
 
     spec: the FingerprintSpec (or preset name / path) whose G terms are the atoms' inputs.
@@ -200,21 +217,23 @@ def train_pairwise(frames, spec, config: PairwiseTrainingConfig | None = None, l
     frames is held out for early stopping (`core.validation_split`); see `TrainingOptions`
     for the schedule, the budget and the checkpoint. restart: ignore an existing
     checkpoint. stop_after(fit) -> bool: called after every epoch; True interrupts the run as
-    a KeyboardInterrupt would (tests). Returns the PairwiseModel with the best validation
-    weights; its `training` holds the run's record and learning curve.
+    a KeyboardInterrupt would (tests). comm: the MPI ranks sharing each step's frames
+    (dcf.parallel; None: this process alone); rank 0 alone logs and writes the checkpoint.
+    Returns the PairwiseModel with the best validation weights; its `training` holds the
+    run's record and learning curve.
     """
-    import tensorflow as tf
-
-    config = config or PairwiseTrainingConfig()
+    config, comm = config or PairwiseTrainingConfig(), comm or _serial()
+    log = rank_log(log, comm)
     clock = Clock(config.max_minutes)
     spec = FingerprintSpec.resolve(spec)
-    set_threads(config.threads)
+    threads = rank_threads(config.threads, comm)
+    set_threads(threads)
     elements = tuple(spec.elements)
     frames = list(frames)
     if len(frames) == 0:
         raise TrainingError("pairwise training needs at least one frame")
     sources = sources or [f"frame {k}" for k in range(len(frames))]
-    featurizer = Featurizer(invariant_spec(spec), config.threads)
+    featurizer = Featurizer(invariant_spec(spec), threads)
     graphs = [frame_graph(featurizer, a, config.pair_cutoff, s) for a, s in zip(frames, sources)]
     log(f"pairwise: {len(graphs)} frames, {sum(len(g.i) for g in graphs)} pairs within "
         f"{config.pair_cutoff:g} A ({clock.elapsed():.1f} s)")
@@ -222,28 +241,17 @@ def train_pairwise(frames, spec, config: PairwiseTrainingConfig | None = None, l
                                         config.seed)
     if len(val_ids) == 0:
         log(no_validation_warning("pairwise training"))
-    g_mean, g_std, f2 = _normalization([graphs[k] for k in fit_ids], elements)
-    weight = np.array([1.0 / max(f2[el], 1e-12) for el in elements])
-    batches = [_batch([graphs[k] for k in part], elements, g_mean, g_std, weight)
-               for part in _frame_batches(graphs, fit_ids, config.batch_size)]
-    val_batch = _batch([graphs[k] for k in val_ids], elements, g_mean, g_std, weight) \
-        if len(val_ids) else None
-
-    net = PairNetworks(tf, elements, {el: len(g_mean[el]) for el in elements}, config)
-    optimizer = Adam(net.variables, config.learning_rate)
-    train_args = [(net.inputs(b), tf.constant(b["F"], tf.float32),
-                   tf.constant(b["w"], tf.float32)) for b in batches]
-    val_args = net.inputs(val_batch) if val_batch is not None else None
-    step, predict = net.step_function(optimizer), net.predict_function()
-
+    pf = PairwiseFit(graphs, elements, config, fit_ids, val_ids, comm)
+    net, optimizer, dp = pf.net, pf.optimizer, pf.dp
     data_hash = DataHash()
     for g in graphs:
         data_hash.add(*[g.G[el] for el in elements if el in g.G], g.D, g.F)
+    same_on_all_ranks(comm, data_hash.hexdigest(), "training frames")
     identity = {"model": "pairwise-checkpoint", "spec_sha256": spec.fingerprint,
                 "architecture": config.architecture(), "seed": config.seed,
                 "validation_fraction": config.validation_fraction, "n_frames": len(graphs),
                 "data_sha256": data_hash.hexdigest()}
-    checkpoint = Checkpoint(config.checkpoint, identity, config.checkpoint_every, restart)
+    checkpoint = Checkpoint(config.checkpoint, identity, config.checkpoint_every, restart, comm)
     fit, best = Fit("pair", "all", lr=config.learning_rate), net.weights()
     saved = checkpoint.load()
     if saved is not None:
@@ -264,15 +272,9 @@ def train_pairwise(frames, spec, config: PairwiseTrainingConfig | None = None, l
     deadline = clock.fit_deadline(1)
     optimizer.learning_rate.assign(fit.lr)
     while fit.epoch < config.epochs:
-        rng = np.random.default_rng([config.seed, fit.epoch])
-        losses = [float(step(*train_args[q][0], train_args[q][1], train_args[q][2]))
-                  for q in rng.permutation(len(train_args))]
-        train_loss = float(np.mean(losses))
-        errors = score = None
-        if val_args is not None:
-            pred = predict(*val_args).numpy()
-            errors = relative_errors(pred, val_batch["F"], val_batch["species"], elements)
-            score = float(np.mean([rel for _, rel in errors.values()]))
+        train_loss = pf.train_epoch(fit.epoch)
+        errors = pf.validate()
+        score = None if errors is None else float(np.mean([r for _, r in errors.values()]))
         mae = None if errors is None else float(np.mean([m for m, _ in errors.values()]))
         if fit.end_epoch(train_loss, score, mae, config):
             best = net.weights()
@@ -281,10 +283,11 @@ def train_pairwise(frames, spec, config: PairwiseTrainingConfig | None = None, l
             + ("" if errors is None else " validation MAE/<|F|> " + ", ".join(
                 f"{el} {100 * rel:.1f}%" for el, (_, rel) in errors.items()))
             + f" lr {fit.lr:.2g}{' *' if fit.best_epoch == fit.epoch else ''}")
-        if epoch_ends_fit(fit, config, deadline, save, stop_after, "pairwise"):
+        if epoch_ends_fit(fit, config, deadline, save, stop_after, "pairwise", dp.agree):
             break
     fit.stopped = fit.stopped or "epoch limit"
     net.set_weights(best)
+    log(f"pairwise: {dp.timing()}")
     record = {"config": {**asdict(config), "hidden": list(config.hidden)},
               "frames": len(graphs), "fit_frames": int(len(fit_ids)),
               "validation_frames": int(len(val_ids)), "epochs_run": fit.epoch,
@@ -294,21 +297,70 @@ def train_pairwise(frames, spec, config: PairwiseTrainingConfig | None = None, l
               "fits": [fit.summary()]}
     log(f"pairwise: best epoch {fit.best_epoch} of {fit.epoch} ({fit.stopped}), "
         f"{record['minutes']:.1f} min")
-    return export_model(spec, net, g_mean, g_std, config, record)
+    return export_model(spec, net, pf.g_mean, pf.g_std, config, record)
 
 
-def _frame_batches(graphs, ids, atoms_per_batch: int) -> list[list[int]]:
-    """Consecutive frames of `ids`, filled until a batch holds >= atoms_per_batch atoms."""
-    out, part, n = [], [], 0
-    for k in ids:
-        part.append(int(k))
-        n += graphs[k].n_atoms
-        if n >= atoms_per_batch:
-            out.append(part)
-            part, n = [], 0
-    if part:
-        out.append(part)
-    return out
+class PairwiseFit:
+    """The networks, the optimizer and the batches of a pairwise fit on `graphs`, split into
+    fitting frames `fit_ids` and validation frames `val_ids`, the steps and the validation
+    shared by the ranks of `comm` (core.DataParallel): each rank keeps, as tensors, its
+    shard of every batch and of the validation frames."""
+
+    def __init__(self, graphs, elements, config: PairwiseTrainingConfig, fit_ids, val_ids,
+                 comm=None):
+        import tensorflow as tf
+        self.graphs, self.elements, self.config = graphs, elements, config
+        self.g_mean, self.g_std, f2 = _normalization([graphs[k] for k in fit_ids], elements)
+        self.weight = np.array([1.0 / max(f2[el], 1e-12) for el in elements])
+        self.net = PairNetworks(tf, elements, {el: len(self.g_mean[el]) for el in elements},
+                                config)
+        self.optimizer = Adam(self.net.variables, config.learning_rate)
+        self.dp = DataParallel(comm or _serial(), self.net.loss, self.net.variables,
+                               self.optimizer, self.net.loss_signature)
+        self.batches = frame_batches(fit_ids, [g.n_atoms for g in graphs], config.batch_size)
+        self.train_args = [self.shard_inputs(part, self.dp.rank, self.dp.size)
+                           for part in self.batches]
+        self.has_validation = len(val_ids) > 0
+        self.val_batch = self._batch(val_ids[self.dp.shard(len(val_ids))])
+        self.val_args = None if self.val_batch is None else self.net.inputs(self.val_batch)
+        self.predict = self.net.predict_function()
+
+    def _batch(self, ids):
+        """The frames `ids` as one graph (None: no frames)."""
+        if not len(ids):
+            return None
+        return _batch([self.graphs[k] for k in ids], self.elements, self.g_mean, self.g_std,
+                      self.weight)
+
+    def shard_inputs(self, part, rank: int, size: int):
+        """The step inputs of shard `rank` of `size` of the batch of frames `part` (None: no
+        frames), with the whole batch's atom count (the loss's normalization)."""
+        tf = self.net.tf
+        b = self._batch(part[shard(len(part), rank, size)])
+        if b is None:
+            return None
+        atoms = sum(self.graphs[k].n_atoms for k in part)
+        return (*self.net.inputs(b), tf.constant(b["F"], tf.float32),
+                tf.constant(b["w"], tf.float32), tf.constant(atoms, tf.float32))
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The order of the batches in `epoch` (seeded by (seed, epoch))."""
+        return np.random.default_rng([self.config.seed, epoch]).permutation(len(self.batches))
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over the batches; the mean of their losses."""
+        return float(np.mean([self.dp.step(self.train_args[q])[0]
+                              for q in self.epoch_order(epoch)]))
+
+    def validate(self) -> dict | None:
+        """Per element (MAE eV/A, MAE / <|F_ref|>) of the validation frames (None: none)."""
+        if not self.has_validation:
+            return None
+        sums = np.zeros((3, len(self.elements)))
+        if self.val_args is not None:
+            sums = error_sums(self.predict(*self.val_args).numpy(), self.val_batch["F"],
+                              self.val_batch["species"], len(self.elements))
+        return errors_from_sums(self.dp.sum(sums), self.elements)
 
 
 class PairNetworks:
@@ -365,18 +417,18 @@ class PairNetworks:
         return (tf.math.unsorted_segment_sum(f, I, n)
                 - tf.math.unsorted_segment_sum(f, J, n))
 
-    def step_function(self, optimizer):
+    @property
+    def loss_signature(self) -> tuple:
+        """Inputs of `loss`: the batch's (`signature`), F (n, 3), w (n,), the atoms of the
+        whole batch ()."""
         tf = self.tf
+        return (*self.signature, tf.TensorSpec((None, 3), tf.float32),
+                tf.TensorSpec((None,), tf.float32), tf.TensorSpec((), tf.float32))
 
-        @tf.function(input_signature=(*self.signature, tf.TensorSpec((None, 3), tf.float32),
-                                      tf.TensorSpec((None,), tf.float32)))
-        def step(G, pos, I, J, D, d, species, n, F, w):
-            with tf.GradientTape() as tape:
-                P = self.forces(G, pos, I, J, D, d, species, n)
-                loss = tf.reduce_mean(w * tf.reduce_sum(tf.square(P - F), axis=1))
-            optimizer.apply(tape.gradient(loss, self.variables))
-            return loss
-        return step
+    def loss(self, G, pos, I, J, D, d, species, n, F, w, atoms):
+        """sum_i w_i |F_pred,i - F_i|^2 over this shard's atoms / the whole batch's atoms."""
+        P = self.forces(G, pos, I, J, D, d, species, n)
+        return self.tf.reduce_sum(w * self.tf.reduce_sum(self.tf.square(P - F), axis=1)) / atoms
 
     def predict_function(self):
         return self.tf.function(self.forces, input_signature=self.signature)
