@@ -455,11 +455,14 @@ def train_bp(frames, spec, config: BPTrainConfig | None = None, log=print,
     return export_model(spec, bp.nets, data, config, record)
 
 
-def prepare_fit(frames, spec, config: BPTrainConfig, log, comm) -> tuple[BPFit, list]:
+def prepare_fit(frames, spec, config: BPTrainConfig, log, comm=None) -> tuple[BPFit, list]:
     """The fit of a run: frames featurized, split and normalized, networks built; and the
-    elements without atoms in the fitting frames."""
+    elements without atoms in the fitting frames. comm: as train_bp's."""
     from dcf.descriptors.fingerprints import Featurizer
     from dcf.descriptors.spec import invariant_spec
+    from dcf.training.core import _serial
+
+    comm = comm or _serial()
 
     threads = rank_threads(config.threads, comm)
     set_threads(threads)
