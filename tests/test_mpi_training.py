@@ -26,7 +26,7 @@ from dcf.models.modelfile import read_model_file  # noqa: E402
 from dcf.training import bp as bpt  # noqa: E402
 from dcf.training import dcf as dct  # noqa: E402
 from dcf.training import pairwise as pwt  # noqa: E402
-from dcf.training.core import set_threads, shard, validation_split  # noqa: E402
+from dcf.training.core import set_threads, validation_split  # noqa: E402
 from test_bp_training import emt_frames  # noqa: E402
 from test_dcf_model import cuau_spec  # noqa: E402
 
@@ -220,9 +220,9 @@ def reference_paper(frames):
     for stage in config.stages:
         for el in store.elements:
             sf = dct.StageFit(config, data, stage, el, weights[el])
-            for inputs, target, w in sf.epoch_batches(store, 0):
-                summed_step(sf.dp, lambda r: dct.step_inputs(tf, inputs, target, w,
-                                                             shard(len(target), r, 2)))
+            for (part0, _), (part1, _) in zip(sf.epoch_batches(store, 0, 0, 2),
+                                              sf.epoch_batches(store, 0, 1, 2)):
+                summed_step(sf.dp, lambda r: (part0, part1)[r])
             weights[el].update(sf.parts())
     return dct.export_model(data.spec, config, data.norms, weights, config.stages)
 

@@ -393,13 +393,12 @@ class BPFit:
     def state(self, best) -> dict:
         """The arrays a checkpoint holds: current and best weights, optimizer state."""
         return {**pack("weights", self.weights()), **pack("best", best),
-                **pack("optimizer", [v.numpy() for v in self.opt.variables])}
+                **pack("optimizer", self.opt.state())}
 
     def restore(self, arrays: dict) -> list:
         """Continue from `state()`; returns the best weights so far."""
         self.set_weights(unpack("weights", arrays))
-        for var, value in zip(self.opt.variables, unpack("optimizer", arrays)):
-            var.assign(value)
+        self.opt.restore(unpack("optimizer", arrays))
         return unpack("best", arrays)
 
 
@@ -477,6 +476,9 @@ def prepare_fit(frames, spec, config: BPTrainConfig, log, comm=None) -> tuple[BP
     if absent:
         log(f"B-P: no {', '.join(absent)} atoms in the training frames; their networks stay "
             f"untrained")
+    if data.in_memory:        # dG/dr of every frame now: any rank may meet any frame later
+        for k in range(len(frames)):
+            data.item(k)
     return BPFit(spec, data, config, fit_ids, val_ids, comm), absent
 
 

@@ -318,30 +318,54 @@ class Adam:
     """Adam (Kingma & Ba 2015) on a list of variables, as small TensorFlow ops.
 
     Used instead of keras.optimizers.Adam because its graph traces several times faster (one
-    trace per fit) and its whole state is `variables`, which checkpoints save.
+    trace per fit) and its whole state is `state()`, which checkpoints save. The moments m
+    and v are kept as two flat float32 vectors over all parameters (in the variables' order),
+    so one update is a few vector operations and one assign per variable, whatever the
+    number of variables (the paper's separate networks have dozens). `state()` keeps the
+    layout of the per-variable moments: [iterations, learning rate, m_0.., v_0..].
     """
 
     def __init__(self, variables, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
         import tensorflow as tf
         self.params = list(variables)
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.sizes = [int(np.prod(p.shape)) for p in self.params]
+        self.n_params = sum(self.sizes)
         self.learning_rate = tf.Variable(float(learning_rate), dtype=tf.float32, trainable=False)
         self.iterations = tf.Variable(0.0, dtype=tf.float32, trainable=False)
-        self.m = [tf.Variable(tf.zeros(p.shape, tf.float32), trainable=False) for p in self.params]
-        self.v = [tf.Variable(tf.zeros(p.shape, tf.float32), trainable=False) for p in self.params]
+        self.m = tf.Variable(tf.zeros([self.n_params], tf.float32), trainable=False)
+        self.v = tf.Variable(tf.zeros([self.n_params], tf.float32), trainable=False)
 
-    @property
-    def variables(self) -> list:
-        return [self.iterations, self.learning_rate, *self.m, *self.v]
+    def state(self) -> list:
+        """[iterations, learning rate, m per variable.., v per variable..] (numpy)."""
+        cuts = np.cumsum(self.sizes)[:-1]
+        per = [np.split(x.numpy(), cuts) for x in (self.m, self.v)]
+        shaped = [a.reshape(tuple(p.shape)) for part in per for a, p in zip(part, self.params)]
+        return [self.iterations.numpy(), self.learning_rate.numpy(), *shaped]
+
+    def restore(self, state) -> None:
+        """Continue from `state()` (also a checkpoint of the per-variable Adam)."""
+        k = len(self.params)
+        self.iterations.assign(state[0])
+        self.learning_rate.assign(state[1])
+        for var, parts in ((self.m, state[2:2 + k]), (self.v, state[2 + k:2 + 2 * k])):
+            var.assign(np.concatenate([np.ravel(a) for a in parts]).astype(np.float32))
 
     def apply(self, grads) -> None:
+        """One step from a gradient per variable."""
+        import tensorflow as tf
+        self.apply_flat(tf.concat([tf.reshape(g, [-1]) for g in grads], 0))
+
+    def apply_flat(self, g) -> None:
+        """One step from the gradient of all parameters as one float32 vector (n_params,)."""
         import tensorflow as tf
         t = self.iterations.assign_add(1.0)
         lr = self.learning_rate * tf.sqrt(1.0 - self.beta_2 ** t) / (1.0 - self.beta_1 ** t)
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            m.assign(self.beta_1 * m + (1.0 - self.beta_1) * g)
-            v.assign(self.beta_2 * v + (1.0 - self.beta_2) * tf.square(g))
-            p.assign_sub(lr * m / (tf.sqrt(v) + self.epsilon))
+        m = self.m.assign(self.beta_1 * self.m + (1.0 - self.beta_1) * g)
+        v = self.v.assign(self.beta_2 * self.v + (1.0 - self.beta_2) * tf.square(g))
+        steps = tf.split(lr * m / (tf.sqrt(v) + self.epsilon), self.sizes)
+        for p, step in zip(self.params, steps):
+            p.assign_sub(tf.reshape(step, p.shape))
 
 
 # ---- data parallelism (MPI) -----------------------------------------------------------------
@@ -448,13 +472,12 @@ class DataParallel:
         import tensorflow as tf
         self.comm, self.variables = comm, list(variables)
         self.exchange = bool(getattr(comm, "distributed", False))
-        self.sizes = [int(np.prod(v.shape)) for v in self.variables]
-        self.n_params = sum(self.sizes)
+        self.n_params = optimizer.n_params
         self.seconds = {"gradient": 0.0, "reduce": 0.0, "update": 0.0}
         self.steps = self.timed = 0
         options = ({"input_signature": signature, "autograph": False} if signature is not None
                    else {"reduce_retracing": True, "autograph": False})
-        variables, sizes = self.variables, self.sizes
+        variables = self.variables
 
         def fused(*inputs):
             with tf.GradientTape() as tape:
@@ -470,8 +493,7 @@ class DataParallel:
                              + [tf.reshape(tf.cast(loss, tf.float64), [1])], 0)
 
         def apply(flat):
-            parts = tf.split(tf.cast(flat, tf.float32), sizes)
-            optimizer.apply([tf.reshape(p, v.shape) for p, v in zip(parts, variables)])
+            optimizer.apply_flat(tf.cast(flat, tf.float32))
 
         self.fused = tf.function(fused, **options)
         self.gradient = tf.function(gradient, **options)

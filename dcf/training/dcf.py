@@ -36,8 +36,8 @@ from dcf.training import pairwise
 from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, DataParallel, Fit,
                                Normalizer, TrainingError, TrainingOptions, _serial,
                                no_validation_warning, pack, parse_widths, rank_log,
-                               rank_threads, same_on_all_ranks, set_threads, shared_options,
-                               unpack, validation_split)
+                               rank_threads, same_on_all_ranks, set_threads, shard,
+                               shared_options, unpack, validation_split)
 
 __all__ = ["DCFTrainingConfig", "MemoryFeatures", "TrainingError", "train", "set_threads"]
 
@@ -509,17 +509,25 @@ class Progress:
         self.current, self.current_arrays = None, {}
 
 
-def batch_inputs(stage, norm, batch, rotations: int, rng):
-    """Normalized (inputs, target, weight) of a batch for a stage; with rotations > 0 (paper
-    head, NN2 and NN3) each sample is joined by that many randomly rotated copies."""
-    G = np.asarray(batch["G"], float)
-    A = np.asarray(batch["A"], float)
-    F = np.asarray(batch["F"], float)
-    w = np.asarray(batch["weight"], float) if batch.get("weight") is not None \
+def copies(stage, rotations: int) -> int:
+    """Rows per sample of a stage's batches: the sample and its rotated copies."""
+    return 1 + (rotations if rotations > 0 and stage != "nn1" else 0)
+
+
+def batch_inputs(stage, norm, batch, rotations: int, rng, rows: slice = slice(None)):
+    """Normalized (inputs, target, weight) of the samples `rows` of a batch for a stage; with
+    rotations > 0 (paper head, NN2 and NN3) each sample is joined by that many randomly
+    rotated copies (drawn for the whole batch, so that every choice of rows advances `rng`
+    alike and sample s gets the same rotations)."""
+    n = len(batch["F"])
+    G = np.asarray(batch["G"], float)[rows]
+    A = np.asarray(batch["A"], float)[rows]
+    F = np.asarray(batch["F"], float)[rows]
+    w = np.asarray(batch["weight"], float)[rows] if batch.get("weight") is not None \
         else np.ones(len(F))
-    if rotations > 0 and stage != "nn1":
+    if copies(stage, rotations) > 1:
         r = rotations
-        T = random_rotations(len(F) * r, rng)
+        T = random_rotations(n * r, rng).reshape(r, n, 3, 3)[:, rows].reshape(-1, 3, 3)
         A = np.concatenate([A, np.einsum("nij,nkj->nki", T, np.tile(A, (r, 1, 1)))])
         F = np.concatenate([F, np.einsum("nij,nj->ni", T, np.tile(F, (r, 1)))])
         G, w = np.tile(G, (r + 1, 1)), np.tile(w, r + 1)
@@ -575,15 +583,6 @@ def compile_steps(model, stage, nG, nA):
     return loss, signature, predict
 
 
-def step_inputs(tf, inputs, target, w, rows: slice):
-    """The tensors of `rows` of a batch for a stage's loss (None: no rows), with the weight
-    of the whole batch."""
-    if rows.stop <= rows.start:
-        return None
-    return (tuple(tf.constant(x[rows]) for x in inputs), tf.constant(target[rows]),
-            tf.constant(w[rows]), tf.constant(np.sum(w, dtype=np.float32)))
-
-
 class StageFit:
     """One (stage, element) fit: its Keras model, Adam optimizer and compiled steps, shared
     by the ranks of `comm` (core.DataParallel)."""
@@ -607,40 +606,50 @@ class StageFit:
     def state(self, best) -> dict:
         """The running fit's arrays, as a checkpoint holds them."""
         return {"weights": self.model.get_weights(), "best": best,
-                "optimizer": [v.numpy() for v in self.opt.variables]}
+                "optimizer": self.opt.state()}
 
     def restore(self, state: dict) -> list:
         """Continue from `state()`; returns the best weights so far."""
         self.model.set_weights(state["weights"])
-        for var, value in zip(self.opt.variables, state["optimizer"]):
-            var.assign(value)
+        self.opt.restore(state["optimizer"])
         return state["best"]
 
-    def epoch_batches(self, store, epoch: int):
-        """The (inputs, target, w) of every step of `epoch`: the training snapshots outside
-        the validation frames, shuffled by (seed, stage, element, epoch), normalized (and for
-        the paper head joined by rotated copies)."""
+    def epoch_batches(self, store, epoch: int, rank: int = 0, size: int = 1):
+        """Shard `rank` of `size` of every step of `epoch` as the step's loss inputs (None:
+        an empty shard): the training snapshots outside the validation frames, shuffled by
+        (seed, stage, element, epoch), normalized (for the paper head joined by rotated
+        copies), with the whole batch's weight, and the batch's rows (all shards). Each shard
+        holds whole samples."""
+        import tensorflow as tf
         seed = [self.config.seed, *self.index, epoch]
         rng = np.random.default_rng(seed)
+        rows_per_sample = copies(self.stage, self.rotations)
         for batch in store.batches(self.el, self.config.batch_size, split="train", shuffle=True,
                                    seed=int(np.random.default_rng(seed).integers(2**31))):
             keep = ~np.isin(batch["frame"], self.data.val_frames)
-            if keep.any():
-                batch = {k: np.asarray(v)[keep] for k, v in batch.items()}
-                yield batch_inputs(self.stage, self.data.norms[self.el], batch, self.rotations,
-                                   rng)
+            if not keep.any():
+                continue
+            batch = {k: np.asarray(v)[keep] for k, v in batch.items()}
+            w = np.asarray(batch.get("weight", np.ones(len(batch["F"]))), np.float32)
+            total_w = np.sum(np.tile(w, rows_per_sample), dtype=np.float32)
+            rows = shard(len(w), rank, size)
+            inputs, target, w = batch_inputs(self.stage, self.data.norms[self.el], batch,
+                                             self.rotations, rng, rows)
+            step = None
+            if len(target):
+                step = (tuple(tf.constant(x) for x in inputs), tf.constant(target),
+                        tf.constant(w), tf.constant(total_w))
+            yield step, int(keep.sum()) * rows_per_sample
 
     def train_epoch(self, store, epoch: int, deadline) -> tuple[float, bool]:
-        """One pass over the epoch's batches, each batch's rows shared by the ranks. Returns
-        (mean loss, whether the deadline passed: rank 0's clock decides for all)."""
-        import tensorflow as tf
+        """One pass over the epoch's batches, each batch's samples shared by the ranks.
+        Returns (mean loss, whether the deadline passed: rank 0's clock decides for all)."""
         losses, sizes = [], []
-        for inputs, target, w in self.epoch_batches(store, epoch):
+        for inputs, rows in self.epoch_batches(store, epoch, self.dp.rank, self.dp.size):
             late = deadline is not None and time.monotonic() > deadline
-            loss, stop = self.dp.step(step_inputs(tf, inputs, target, w,
-                                                  self.dp.shard(len(target))), late)
+            loss, stop = self.dp.step(inputs, late)
             losses.append(loss)
-            sizes.append(len(target))
+            sizes.append(rows)
             if stop:
                 return float(np.average(losses, weights=sizes)), True
         return (float(np.average(losses, weights=sizes)) if losses else float("nan")), False

@@ -258,8 +258,7 @@ def train_pairwise(frames, spec, config: PairwiseTrainingConfig | None = None, l
         meta, arrays = saved
         fit = Fit(**meta["fit"])
         net.set_weights(unpack("weights", arrays))
-        for v, value in zip(optimizer.variables, unpack("adam", arrays)):
-            v.assign(value)
+        optimizer.restore(unpack("adam", arrays))
         best = unpack("best", arrays)
         clock.before = float(meta["elapsed"])
         log(f"resuming from checkpoint {checkpoint.path}: pairwise after epoch {fit.epoch}")
@@ -267,7 +266,7 @@ def train_pairwise(frames, spec, config: PairwiseTrainingConfig | None = None, l
     def save(force=False):
         checkpoint.save({"fit": asdict(fit), "elapsed": clock.elapsed()},
                         {**pack("weights", net.weights()), **pack("best", best),
-                         **pack("adam", [v.numpy() for v in optimizer.variables])}, force)
+                         **pack("adam", optimizer.state())}, force)
 
     deadline = clock.fit_deadline(1)
     optimizer.learning_rate.assign(fit.lr)
