@@ -34,8 +34,8 @@ import numpy as np
 from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, DataParallel, Fit,
                                Normalizer, TrainingError, TrainingOptions, checked_network,
                                epoch_ends_fit, frame_batches, no_validation_warning, pack,
-                               rank_log, rank_threads, same_on_all_ranks, set_threads, shard,
-                               shared_options, unpack, validation_split)
+                               rank_log, rank_threads, same_on_all_ranks, serial_comm,
+                               set_threads, shard, shared_options, unpack, validation_split)
 
 DGDR_BYTES_PER_VALUE = 4            # training dG/dr is float32
 CHECKPOINT_KIND = "bp-checkpoint"
@@ -295,14 +295,13 @@ class BPFit:
                  comm=None):
         import keras
 
-        from dcf.training.core import _serial
         self.spec, self.data, self.config = spec, data, config
         self.fit_ids, self.val_ids = fit_ids, val_ids
         keras.utils.set_random_seed(config.seed)
         self.nets = _build_networks(keras, spec, config)
         self.variables = [v for el in spec.elements for v in self.nets[el].trainable_variables]
         self.opt = Adam(self.variables, config.learning_rate)
-        self.dp, self.eval_step = self._compile(comm or _serial())
+        self.dp, self.eval_step = self._compile(comm or serial_comm())
 
     def _compile(self, comm):
         import tensorflow as tf
@@ -424,9 +423,8 @@ def train_bp(frames, spec, config: BPTrainConfig | None = None, log=print,
     every rank returns the same model, rank 0 alone logs and writes the checkpoint.
     """
     from dcf.descriptors.spec import FingerprintSpec
-    from dcf.training.core import _serial
 
-    config, comm = config or BPTrainConfig(), comm or _serial()
+    config, comm = config or BPTrainConfig(), comm or serial_comm()
     log = rank_log(log, comm)
     clock = Clock(config.max_minutes)
     spec = FingerprintSpec.resolve(spec)
@@ -459,9 +457,8 @@ def prepare_fit(frames, spec, config: BPTrainConfig, log, comm=None) -> tuple[BP
     elements without atoms in the fitting frames. comm: as train_bp's."""
     from dcf.descriptors.fingerprints import Featurizer
     from dcf.descriptors.spec import invariant_spec
-    from dcf.training.core import _serial
 
-    comm = comm or _serial()
+    comm = comm or serial_comm()
 
     threads = rank_threads(config.threads, comm)
     set_threads(threads)

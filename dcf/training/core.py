@@ -369,7 +369,8 @@ class Adam:
 
 
 # ---- data parallelism (MPI) -----------------------------------------------------------------
-def _serial():
+def serial_comm():
+    """The one-rank communicator of a run without MPI (dcf.parallel.SerialComm)."""
     from dcf.parallel import SerialComm
     return SerialComm()
 
@@ -587,7 +588,7 @@ class Checkpoint:
         self.path = Path(path) if path else None
         self.identity = json.loads(json.dumps(identity))    # as the file will hold it
         self.every, self.restart = every, restart
-        self.comm = comm or _serial()
+        self.comm = comm or serial_comm()
         self._last = -np.inf
 
     def save(self, meta: dict, arrays: dict, force: bool = False) -> None:

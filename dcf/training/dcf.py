@@ -34,7 +34,7 @@ from dcf.models.dcf import (COEFFICIENT_INPUTS, HEADS, LAYOUTS, STAGES, DCFModel
 from dcf.rotations import random_rotations
 from dcf.training import pairwise
 from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, DataParallel, Fit,
-                               Normalizer, TrainingError, TrainingOptions, _serial,
+                               Normalizer, TrainingError, TrainingOptions, serial_comm,
                                no_validation_warning, pack, parse_widths, rank_log,
                                rank_threads, same_on_all_ranks, set_threads, shard,
                                shared_options, unpack, validation_split)
@@ -599,7 +599,7 @@ class StageFit:
         self.model, self.parts = build_stage(config, nG, nA, stage, weights)
         self.opt = Adam(self.model.trainable_variables, config.learning_rate)
         loss, signature, self.predict = compile_steps(self.model, stage, nG, nA)
-        self.dp = DataParallel(comm or _serial(), loss, self.model.trainable_variables,
+        self.dp = DataParallel(comm or serial_comm(), loss, self.model.trainable_variables,
                                self.opt, signature)
         self.rotations = data.rotations if config.head == "paper" else 0
 
@@ -759,7 +759,7 @@ def train(store, config: DCFTrainingConfig, log=print, init: DCFModel | None = N
     alone); every rank returns the same model, rank 0 alone logs and writes the checkpoint.
     """
     import keras
-    comm = comm or _serial()
+    comm = comm or serial_comm()
     log = rank_log(log, comm)
     clock = Clock(config.max_minutes)
     if init is not None:

@@ -25,7 +25,7 @@ from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 from dcf.models.mlp import MLP
 from dcf.models.pairwise import PairBasis, PairwiseModel, half_pairs
 from dcf.training.core import (Adam, Checkpoint, Clock, DataHash, DataParallel, Fit,
-                               Normalizer, TrainingError, TrainingOptions, _serial,
+                               Normalizer, TrainingError, TrainingOptions, serial_comm,
                                checked_network, epoch_ends_fit, frame_batches, shard,
                                no_validation_warning, pack, rank_log, rank_threads,
                                same_on_all_ranks, set_threads, shared_options, unpack,
@@ -222,7 +222,7 @@ def train_pairwise(frames, spec, config: PairwiseTrainingConfig | None = None, l
     Returns the PairwiseModel with the best validation weights; its `training` holds the
     run's record and learning curve.
     """
-    config, comm = config or PairwiseTrainingConfig(), comm or _serial()
+    config, comm = config or PairwiseTrainingConfig(), comm or serial_comm()
     log = rank_log(log, comm)
     clock = Clock(config.max_minutes)
     spec = FingerprintSpec.resolve(spec)
@@ -314,7 +314,7 @@ class PairwiseFit:
         self.net = PairNetworks(tf, elements, {el: len(self.g_mean[el]) for el in elements},
                                 config)
         self.optimizer = Adam(self.net.variables, config.learning_rate)
-        self.dp = DataParallel(comm or _serial(), self.net.loss, self.net.variables,
+        self.dp = DataParallel(comm or serial_comm(), self.net.loss, self.net.variables,
                                self.optimizer, self.net.loss_signature)
         self.batches = frame_batches(fit_ids, [g.n_atoms for g in graphs], config.batch_size)
         self.train_args = [self.shard_inputs(part, self.dp.rank, self.dp.size)
