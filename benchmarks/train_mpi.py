@@ -12,6 +12,7 @@ under `mpiexec -n K`, one TensorFlow thread per rank, for a fixed number of epoc
 * the learning curves of every K, to show that they agree.
 
     python benchmarks/train_mpi.py --ranks 1,2 --repeats 3 --out train_mpi.json
+    python benchmarks/train_mpi.py --model paper --batch-size 256     # larger steps
 
 A machine shared with other work gives noisy times: repeat and read the minimum and median.
 """
@@ -53,9 +54,10 @@ def worker(args) -> None:
     kind, extra, epochs = MODELS[args.model]
     parser = argparse.ArgumentParser()
     add_arguments(parser)
+    batch = ["--batch-size", str(args.batch_size)] if args.batch_size else []
     targs = parser.parse_args([args.features, "--model", kind, *extra, "--out", "unused.dcf",
                                "--epochs", str(epochs), "--patience", "1000",
-                               "--threads", "1", "--restart"])
+                               "--threads", "1", "--restart", *batch])
     targs.checkpoint = None
     events = []
 
@@ -130,12 +132,13 @@ def stage_rates(result: dict) -> dict:
     return {stage: n / t for stage, (n, t) in stages.items()}
 
 
-def run_once(model: str, ranks: int, features: Path, tmp: Path) -> dict:
+def run_once(model: str, ranks: int, features: Path, tmp: Path, batch_size=None) -> dict:
     result = tmp / f"{model}-{ranks}.json"
     mpiexec = Path(sys.executable).parent / "mpiexec"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1"}
     subprocess.run([str(mpiexec), "-n", str(ranks), sys.executable, __file__, "--worker",
-                    "--model", model, "--features", str(features), "--result", str(result)],
+                    "--model", model, "--features", str(features), "--result", str(result),
+                    *(["--batch-size", str(batch_size)] if batch_size else [])],
                    check=True, env=env, cwd=tmp, timeout=1800)
     return json.loads(result.read_text())
 
@@ -163,6 +166,8 @@ def main() -> None:
     p.add_argument("--features", help="feature store (default: the embedded data, Table S4)")
     p.add_argument("--ranks", default="1,2", help="rank counts to compare (1,2)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="--batch-size of every run (default: each model's own)")
     p.add_argument("--out", help="JSON with every run's rates, phases and learning curve")
     args = p.parse_args()
     if args.worker:
@@ -175,7 +180,7 @@ def main() -> None:
         for model in [args.model] if args.model else list(MODELS):
             for rep in range(args.repeats):
                 for k in ranks:
-                    r = run_once(model, k, features, tmp)
+                    r = run_once(model, k, features, tmp, args.batch_size)
                     runs.setdefault(model, {}).setdefault(k, []).append(
                         {"rates": stage_rates(r), "phases": phases(r["events"]),
                          "curve": curve(r)})
