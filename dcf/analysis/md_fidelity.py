@@ -93,18 +93,10 @@ def rdf_l1(g, g_ref) -> float:
 
 def min_pair_distances(frames) -> dict[tuple[str, str], float]:
     """The shortest distance (A) of each element pair over `frames`, within 4 A (inf if none)."""
-    from dcf.descriptors.neighbors import neighbor_list
+    from dcf.descriptors.neighbors import shortest_pair_distances
 
-    pairs = element_pairs(frames[0].get_chemical_symbols())
-    out = {p: np.inf for p in pairs}
-    for atoms in frames:
-        symbols = np.array(atoms.get_chemical_symbols())
-        i, j, d = neighbor_list("ijd", atoms, 4.0)
-        for a, b in pairs:
-            keep = (symbols[i] == a) & (symbols[j] == b)
-            if keep.any():
-                out[(a, b)] = min(out[(a, b)], float(d[keep].min()))
-    return out
+    shortest = shortest_pair_distances(frames, 4.0)
+    return {p: shortest.get(p, np.inf) for p in element_pairs(frames[0].get_chemical_symbols())}
 
 
 # --- non-conservation -----------------------------------------------------------------------
