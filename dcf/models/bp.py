@@ -128,7 +128,7 @@ class BPModel:
             if all(atoms.pbc):
                 sigma = -virial / env.volume
                 out["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-        return add_baseline(out, self.baseline, atoms)
+        return add_baseline(out, self.baseline, atoms, env.neighbors)
 
     def atomic_energies(self, features, n_atoms: int) -> tuple[np.ndarray, dict]:
         """Atomic energies E_i (n_atoms,) eV of the central atoms of `features` (zero on the

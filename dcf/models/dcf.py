@@ -268,11 +268,11 @@ class DCFModel:
         the numpy networks."""
         self._require_head()
         fz = self.featurizer()
-        f = fz.features(fz.environment(atoms, part=(self.comm.rank, self.comm.size)))
-        F = self.comm.sum(self.center_forces(f, len(atoms)))
+        env = fz.environment(atoms, part=(self.comm.rank, self.comm.size))
+        F = self.comm.sum(self.center_forces(fz.features(env), len(atoms)))
         if self.remove_net_force and len(atoms):
             F -= F.mean(axis=0)
-        return add_baseline({"forces": F}, self.baseline, atoms)["forces"]
+        return add_baseline({"forces": F}, self.baseline, atoms, env.neighbors)["forces"]
 
     def center_forces(self, features, n_atoms: int) -> np.ndarray:
         """Forces (n_atoms, 3) eV/A on the central atoms of `features` (a Featurizer's

@@ -150,7 +150,7 @@ class PairwiseModel:
         bounds = np.linspace(0, n, comm.size + 1).astype(int)
         F = self.pair_forces(u, env.species, nl, bounds[comm.rank], bounds[comm.rank + 1])
         F = comm.sum(F) if comm.size > 1 else F
-        return add_baseline({"forces": F}, self.baseline, atoms)["forces"]
+        return add_baseline({"forces": F}, self.baseline, atoms, env.neighbors)["forces"]
 
     def pair_forces(self, u, species, nl, lo: int, hi: int) -> np.ndarray:
         """Forces (n, 3) eV/A of the pairs (i, j > i) of atoms lo <= i < hi in neighbor list

@@ -90,6 +90,11 @@ class ZBL:
         self._zz = COULOMB * np.outer(z, z)
         self._inv_s = np.add.outer(z ** SCREENING_POWER, z ** SCREENING_POWER) / SCREENING_LENGTH
         self._switch = self._switch_coefficients()
+        on = self.outer[self.outer > 0]
+        self._min_outer = float(on.min()) if on.size else 0.0
+        table = np.full(119, -1, dtype=np.intp)
+        table[[atomic_numbers[e] for e in self.elements]] = np.arange(n)
+        self._species_of = table
 
     @classmethod
     def from_min_distances(cls, elements, min_distances: dict, inner_fraction: float = 0.5,
@@ -146,12 +151,13 @@ class ZBL:
 
     def species(self, numbers) -> np.ndarray:
         """Element index (n,) of each atomic number; ValueError for one the baseline lacks."""
-        table = {atomic_numbers[e]: k for k, e in enumerate(self.elements)}
-        try:
-            return np.array([table[int(z)] for z in numbers], dtype=np.intp)
-        except KeyError as err:
-            raise ValueError(f"ZBL baseline: atomic number {err.args[0]} is not one of its "
-                             f"elements {list(self.elements)}") from None
+        numbers = np.asarray(numbers, dtype=np.intp)
+        sp = self._species_of[np.clip(numbers, 0, 118)]
+        if np.any(sp < 0):
+            z = int(numbers[np.flatnonzero(sp < 0)[0]])
+            raise ValueError(f"ZBL baseline: atomic number {z} is not one of its elements "
+                             f"{list(self.elements)}")
+        return sp
 
     def terms(self, positions, numbers, cell=None, pbc=(False, False, False),
               centers=None) -> BaselineTerms:
@@ -160,22 +166,30 @@ class ZBL:
         atoms (the rest are neighbors: a LAMMPS rank's ghosts); each pair contributes half its
         energy and virial to each central end and its whole force to each central end."""
         positions = np.asarray(positions, dtype=float)
-        n = len(positions)
-        energies, forces, virial = np.zeros(n), np.zeros((n, 3)), np.zeros((3, 3))
-        if n == 0 or self.cutoff <= 0:
-            return BaselineTerms(energies, forces, virial)
-        sp = self.species(numbers)
+        if len(positions) == 0 or self.cutoff <= 0:
+            return self.list_terms(None, numbers, len(positions))
         cell = np.zeros((3, 3)) if cell is None else cell
         nl = build_neighbor_list(positions, cell, pbc, self.cutoff, 1, centers)
-        if len(nl) == 0:
-            return BaselineTerms(energies, forces, virial)
-        i = nl.i
-        phi, dphi = self.pair_energy(nl.d, sp[i], sp[nl.j])
-        g = (dphi / nl.d)[:, None] * nl.D                  # dphi/dD: the force on j, minus on i
+        return self.list_terms(nl, numbers, len(positions))
+
+    def list_terms(self, nl, numbers, n_atoms: int) -> BaselineTerms:
+        """`terms` from a full neighbor list `nl` (dcf.descriptors.neighbors.NeighborList,
+        reaching at least `cutoff`; a model's own list) of n_atoms atoms with atomic
+        `numbers`: the pairs closer than their outer radius."""
+        energies, forces = np.zeros(n_atoms), np.zeros((n_atoms, 3))
+        if nl is None or len(nl) == 0 or nl.d.min() >= self._min_outer:
+            return BaselineTerms(energies, forces, np.zeros((3, 3)))
+        if nl.cutoff < self.cutoff:
+            raise ValueError(f"ZBL baseline: a neighbor list to {nl.cutoff:g} A is shorter "
+                             f"than its cutoff {self.cutoff:g} A")
+        near = np.flatnonzero(nl.d < self.cutoff)
+        sp = self.species(numbers)
+        i, j, D, d = nl.i[near], nl.j[near], nl.D[near], nl.d[near]
+        phi, dphi = self.pair_energy(d, sp[i], sp[j])
+        g = (dphi / d)[:, None] * D                        # dphi/dD: the force on j, minus on i
         np.add.at(energies, i, 0.5 * phi)
         np.add.at(forces, i, g)
-        virial = -0.5 * nl.D.T @ g
-        return BaselineTerms(energies, forces, virial)
+        return BaselineTerms(energies, forces, -0.5 * D.T @ g)
 
     def atoms_terms(self, atoms) -> BaselineTerms:
         """`terms` of an ase.Atoms (its cell and periodicity)."""
@@ -209,12 +223,15 @@ def baseline_metadata(baseline: ZBL | None) -> dict:
     return {} if baseline is None else {"baseline": baseline.to_dict()}
 
 
-def add_baseline(results: dict, baseline: ZBL | None, atoms) -> dict:
+def add_baseline(results: dict, baseline: ZBL | None, atoms, neighbors=None) -> dict:
     """`results` of a model's compute() on `atoms` plus the baseline: energy, free_energy,
-    energies, forces and stress, whichever `results` holds (stress eV/A^3, Voigt order)."""
+    energies, forces and stress, whichever `results` holds (stress eV/A^3, Voigt order).
+    neighbors: a full neighbor list of `atoms` reaching the baseline's cutoff (the model's
+    own), or None to build one."""
     if baseline is None:
         return results
-    t = baseline.atoms_terms(atoms)
+    t = baseline.atoms_terms(atoms) if neighbors is None else \
+        baseline.list_terms(neighbors, atoms.numbers, len(atoms))
     out = dict(results)
     if "forces" in out:
         out["forces"] = out["forces"] + t.forces
