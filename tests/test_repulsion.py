@@ -107,6 +107,47 @@ def test_pair_potential_physics():
     np.testing.assert_array_equal(p1, p2)
 
 
+def test_each_pair_is_switched_by_its_own_radius():
+    """A pair inside its own (long) outer radius counts even when every distance of the
+    structure is beyond the shortest outer radius of another pair (a regression: a
+    global shortcut made the energy jump along an MD path)."""
+    zbl = per_pair_zbl()                      # O-P outer 1.3 A, P-P 2.6 A
+    atoms = Atoms("P2", positions=[[0, 0, 0], [2.0, 0, 0]], cell=np.eye(3) * 20, pbc=True)
+    t = zbl.atoms_terms(atoms)
+    phi, dphi = zbl.pair_energy(np.array([2.0]), np.array([2]), np.array([2]))
+    assert t.energy == pytest.approx(phi[0], rel=1e-12) and phi[0] > 0
+    assert t.forces[1, 0] == pytest.approx(-dphi[0], rel=1e-12)
+
+
+def test_energy_is_conserved_along_an_nve_run_with_a_baseline():
+    """Velocity Verlet of a B-P model with a baseline: the total energy fluctuates only by
+    the integrator's O(dt^2) (halving dt quarters it). A force/energy mismatch or a jump of
+    the energy does not shrink with dt (a regression: it grew)."""
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    from conftest import random_atoms
+    model = models_with_baseline()["bp"]
+    model.baseline = per_pair_zbl()
+    start = random_atoms(np.random.default_rng(3), "Li4O6P2", cell=np.diag([5.5, 5.8, 6.1]),
+                         min_distance=1.4)
+    start.set_velocities(np.random.default_rng(0).normal(0, 0.05, (len(start), 3)))
+    spread = {}
+    for dt in (0.4, 0.2):
+        atoms = start.copy()
+        atoms.calc = model.calculator()
+        dyn = VelocityVerlet(atoms, dt * units.fs)
+        energies, active = [], 0
+        for _ in range(int(round(40 / dt))):
+            dyn.run(1)
+            energies.append(atoms.get_potential_energy() + atoms.get_kinetic_energy())
+            active += model.baseline.atoms_terms(atoms).energy > 0
+        assert active == len(energies)          # the baseline acts all along the run
+        spread[dt] = np.ptp(energies)
+    assert spread[0.2] < 0.35 * spread[0.4]
+    assert spread[0.2] < 1e-3
+
+
 def test_domain_terms_of_centers_equal_the_whole_system():
     """A rank's owned atoms with explicit ghost images: the owned atoms' terms equal those
     of the periodic system (the LAMMPS coupling's use)."""

@@ -90,8 +90,6 @@ class ZBL:
         self._zz = COULOMB * np.outer(z, z)
         self._inv_s = np.add.outer(z ** SCREENING_POWER, z ** SCREENING_POWER) / SCREENING_LENGTH
         self._switch = self._switch_coefficients()
-        on = self.outer[self.outer > 0]
-        self._min_outer = float(on.min()) if on.size else 0.0
         table = np.full(119, -1, dtype=np.intp)
         table[[atomic_numbers[e] for e in self.elements]] = np.arange(n)
         self._species_of = table
@@ -177,7 +175,7 @@ class ZBL:
         reaching at least `cutoff`; a model's own list) of n_atoms atoms with atomic
         `numbers`: the pairs closer than their outer radius."""
         energies, forces = np.zeros(n_atoms), np.zeros((n_atoms, 3))
-        if nl is None or len(nl) == 0 or nl.d.min() >= self._min_outer:
+        if nl is None or len(nl) == 0 or nl.d.min() >= self.cutoff:
             return BaselineTerms(energies, forces, np.zeros((3, 3)))
         if nl.cutoff < self.cutoff:
             raise ValueError(f"ZBL baseline: a neighbor list to {nl.cutoff:g} A is shorter "
