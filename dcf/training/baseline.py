@@ -16,11 +16,13 @@ BASELINES = ("none", "zbl")
 
 
 def add_baseline_arguments(group) -> None:
-    group.add_argument("--baseline", choices=BASELINES, default="none",
+    group.add_argument("--baseline", choices=BASELINES, default="zbl",
                        help="a short-range repulsive baseline the networks learn on top of: "
                             "zbl = ZBL screened nuclear repulsion, switched off at each element "
                             "pair's shortest distance in the training frames (zero where the "
-                            "data lie, repulsive closer in; docs/md.md). Default: none")
+                            "data lie, repulsive closer in: it keeps MD from fusing atoms where "
+                            "the networks extrapolate; docs/md.md); none = networks alone. "
+                            "Default: zbl")
     group.add_argument("--zbl-outer", type=float, default=None, metavar="A",
                        help="the ZBL outer radius of every pair (A; default: each pair's "
                             "shortest distance in the training frames)")
@@ -45,7 +47,7 @@ def choose_baseline(frames, elements, kind: str = "zbl", outer: float | None = N
 
 def baseline_from_args(store, args) -> ZBL | None:
     """`choose_baseline` from `dcf train`'s arguments, on the store's training frames."""
-    kind = getattr(args, "baseline", "none") or "none"
+    kind = getattr(args, "baseline", "zbl") or "none"
     if kind == "none":
         return None
     frames = (store.frame(int(k)) for k in store.frame_ids("train"))
