@@ -57,9 +57,17 @@ class SerialComm:
         """The sum over ranks of a float array: the array itself."""
         return np.asarray(array, dtype=float)
 
-    def gather_all(self, obj) -> list:
-        """Every rank's `obj`, in rank order: [obj]."""
+    def allgather(self, obj) -> list:
+        """[obj]: the one rank's object."""
         return [obj]
+
+    def allgatherv(self, array) -> np.ndarray:
+        """The rows of every rank's `array`, in rank order: the array itself."""
+        return np.ascontiguousarray(array)
+
+    def gather_bytes(self, data: bytes):
+        """[data] on rank 0 (the only rank)."""
+        return [bytes(data)]
 
     def report(self, message) -> None:
         raise RuntimeError("report() needs another rank to report to")
@@ -98,9 +106,39 @@ class Comm:
         self._comm.Bcast(out, root=0)
         return out
 
-    def gather_all(self, obj) -> list:
+    def allgather(self, obj) -> list:
         """Every rank's small picklable `obj`, in rank order, on every rank."""
         return self._comm.allgather(obj)
+
+    def allgatherv(self, array) -> np.ndarray:
+        """The rows of every rank's `array` (same dtype and row shape on every rank),
+        concatenated in rank order on every rank: one buffer-based Allgatherv, no pickling."""
+        a = np.ascontiguousarray(array)
+        counts = self._comm.allgather(a.size)
+        out = np.empty((sum(counts) // max(int(np.prod(a.shape[1:])), 1),) + a.shape[1:],
+                       a.dtype)
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+        if out.size:
+            self._comm.Allgatherv(a.reshape(-1), [out.reshape(-1), counts, displs.tolist(),
+                                                  _mpi_type(a.dtype)])
+        return out
+
+    def gather_bytes(self, data: bytes):
+        """Every rank's `data` (bytes) on rank 0, as a list in rank order (None elsewhere):
+        one buffer-based Gatherv."""
+        from mpi4py import MPI
+
+        buf = np.frombuffer(data, np.uint8) if len(data) else np.zeros(0, np.uint8)
+        counts = self._comm.gather(len(buf), root=0)
+        out = displs = None
+        if self.rank == 0:
+            displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
+            out = np.empty(max(sum(counts), 1), np.uint8)
+        self._comm.Gatherv(buf, [out, counts, displs, MPI.BYTE] if self.rank == 0 else None,
+                           root=0)
+        if self.rank != 0:
+            return None
+        return [out[d:d + c].tobytes() for d, c in zip(displs, counts)]
 
     def report(self, message) -> None:
         """Send a small picklable status message to rank 0."""
@@ -120,6 +158,24 @@ class Comm:
         from mpi4py import MPI
 
         return self._comm.recv(source=MPI.ANY_SOURCE, tag=_TAG)
+
+
+def split_by_cost(cost, size: int) -> np.ndarray:
+    """(n,) rank of each of n consecutive work items of `cost` (n,): `size` contiguous runs of
+    near-equal total cost, rank 0 first (an item goes where its middle falls)."""
+    cost = np.asarray(cost, dtype=float)
+    if len(cost) == 0 or size == 1:
+        return np.zeros(len(cost), dtype=np.int64)
+    middle = np.cumsum(cost) - 0.5 * cost
+    return np.minimum((middle * size // max(cost.sum(), 1e-300)).astype(np.int64), size - 1)
+
+
+def _mpi_type(dtype):
+    """The MPI datatype of a numpy dtype (bools travel as bytes)."""
+    from mpi4py import MPI
+
+    dtype = np.dtype(dtype)
+    return MPI.BYTE if dtype == bool else MPI._typedict[dtype.char]
 
 
 def running_rank() -> tuple[int, int]:

@@ -218,10 +218,14 @@ def main(argv=None) -> int:
     job.header(f"5/7 Langevin MD through a real i-PI server with {MD_MODEL}")
     ipi_md = run_ipi(job, models[MD_MODEL], s["ipi_steps"])
 
-    job.header(f"6/7 is {MD_MODEL} fit for MD? dcf check-md")
-    check_md = job.run("check-md", ["check-md", f"{MD_MODEL}.dcf", DATA, "--steps",
-                                    s["check_steps"], "--report", "check-md.json",
-                                    "--plot", "check-md.png"], ok=(0, 1))
+    job.header(f"6/7 are {MD_MODEL} and bp fit for MD? dcf check-md")
+    check_md = "\n\n".join(
+        job.run(f"check-md-{name}", ["check-md", f"{name}.dcf", DATA, "--steps",
+                                     s["check_steps"], "--report", f"check-md-{name}.json",
+                                     "--plot", f"check-md-{name}.png",
+                                     "--extrapolating", f"extrapolating-{name}.extxyz"],
+                ok=(0, 1))
+        for name in (MD_MODEL, "bp"))
 
     job.header("7/7 cost per MD step on system B (208 atoms), one thread")
     cost_rows = costs(models, s["repeats"])

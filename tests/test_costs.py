@@ -270,3 +270,28 @@ def test_bench_command_renders_saved_json(tmp_path, capsys):
     assert "B-P / DCF per MD step: 4.00x" in capsys.readouterr().out
     assert "This page: `dcf bench`; full run;" in report.read_text()      # how it was measured
     assert "5.0 min" in report.read_text()
+
+
+def test_bench_mpi_section_runs_the_scripts_and_appends_their_summaries(tmp_path):
+    """`dcf bench --mpi K`: each MPI script present in the benchmarks folder runs with
+    --ranks for K and --out JSON, and its printed summary becomes a block of the report."""
+    from dcf.cli.bench import append_mpi_section, mpi_scaling
+
+    suites = tmp_path / "benchmarks"
+    suites.mkdir()
+    (suites / "md_mpi.py").write_text(
+        "import sys, json\nargs = sys.argv[1:]\n"
+        "open(args[args.index('--out') + 1], 'w').write(json.dumps(args))\n"
+        "print('  scaled', args[args.index('--ranks') + 1])\n")
+    (suites / "train_mpi.py").write_text("import sys\nsys.exit('broken')\n")
+    results = mpi_scaling(suites, 3, tmp_path)
+    assert [r[0].split(",")[0] for r in results] == ["`dcf md`", "`dcf train`"]
+    assert results[0][2] == "  scaled 3" and "--ranks 3" in results[0][1]
+    assert results[1][2].startswith("failed (exit 1)") and "broken" in results[1][2]
+    assert (tmp_path / "md_mpi.json").exists()
+    report = tmp_path / "r.md"
+    report.write_text("# costs\n")
+    append_mpi_section(report, results, 3)
+    text = report.read_text()
+    assert text.startswith("# costs\n") and "## MPI scaling: 1 and 3 ranks" in text
+    assert "```\n  scaled 3\n```" in text

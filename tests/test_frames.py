@@ -222,3 +222,103 @@ def test_real_dft_fixtures(tmp_path):
     assert len(si) == 4 and si.n_atoms == 4 * 64
     np.testing.assert_array_equal(si.source_frame, [0, 2, 4, 6])
     assert np.abs(si.forces).max() > 0.1
+
+
+# -- dcf's own plain-extxyz reader (dcf.data.extxyz) ------------------------------------------
+
+def _plain_frames(rng):
+    """Frames that exercise the plain reader: odd numbers, mixed pbc, no cell, no energy,
+    free_energy only, extra columns, other info keys."""
+
+    out = []
+    for k in range(6):
+        atoms = frame(rng, energy=k != 2, pbc=[True, k % 2 == 0, True])
+        atoms.positions[0] = [1e-300, -0.0, 12345.678901234567]
+        atoms.positions[1] = rng.normal(size=3) * 10.0 ** rng.integers(-8, 8)
+        atoms.info["step"] = k
+        atoms.info["note"] = "two words"
+        if k == 3:
+            atoms.new_array("masses_x", rng.uniform(1, 2, len(atoms)))
+        if k == 4:
+            atoms.pbc = False
+            atoms.cell[:] = 0.0
+        out.append(atoms)
+    return out
+
+
+def _same_as_ase(path):
+    from ase.io import read
+
+    from dcf.data import extxyz
+
+    data = path.read_bytes()
+    starts, counts = extxyz.scan(data)
+    ref = read(path, index=":")
+    assert len(counts) == len(ref)
+    parsed = [extxyz.parse_frame(data, int(starts[k]), int(starts[k + 1]))
+              for k in range(len(counts))]
+    for a, f in zip(ref, parsed):
+        if f is None:
+            continue
+        assert np.array_equal(a.numbers, f["numbers"])
+        for got, want in ((f["positions"], a.positions), (f["cell"], a.cell.array)):
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+        assert np.array_equal(a.pbc, f["pbc"])
+        results = a.calc.results if a.calc else {}
+        if "forces" in results:
+            assert f["forces"].tobytes() == np.asarray(results["forces"]).tobytes()
+        assert f["energy"] == results.get("energy", results.get("free_energy"))
+    return parsed
+
+
+def test_own_extxyz_reader_is_bit_identical_to_ase(tmp_path, rng):
+    path = tmp_path / "plain.extxyz"
+    write(path, _plain_frames(rng))
+    assert all(f is not None for f in _same_as_ase(path))
+    # numbers as people write them: exponents, signs, many digits
+    text = ('2\nLattice="4 0 0 0 4.0 0 0 0 4e0" Properties=species:S:1:pos:R:3:forces:R:3 '
+            'free_energy=-1.5E+01 pbc="T T F"\n'
+            'li 1e-5 -0.0 3.0000000000000004 1 2 3\n'
+            'O 2.5E2 .5 -7. 1.7976931348623157e308 -4.9e-324 0.1\n')
+    (tmp_path / "hand.extxyz").write_text(text)
+    parsed = _same_as_ase(tmp_path / "hand.extxyz")
+    assert parsed[0] is not None and parsed[0]["energy"] == -15.0
+    data = read_frames(tmp_path / "hand.extxyz")
+    assert data.numbers.tolist() == [3, 8] and data.pbc.tolist() == [[True, True, False]]
+
+
+@pytest.mark.parametrize("comment, columns", [
+    ("Properties=species:S:1:pos:R:3:forces:R:3:Z:I:1", " 3"),      # a Z column
+    ('Properties=species:S:1:pos:R:3:forces:R:3 flag', ""),          # a bare flag
+    ('Properties=species:S:1:pos:R:3:forces:R:3 v=[1,2]', ""),       # brackets
+    ("Properties=species:S:1:pos:R:3:forces:R:3 s='a b'", ""),       # single quotes
+])
+def test_own_extxyz_reader_falls_back_to_ase(tmp_path, comment, columns):
+    """Comment lines the plain reader does not take: parse_frame says so (None), and
+    read_frames then gives ase's frames."""
+    from ase.io import read
+
+    from dcf.data import extxyz
+
+    text = f"1\n{comment}\nLi 0.5 0.25 0.125 1 2 3{columns}\n"
+    path = tmp_path / "odd.extxyz"
+    path.write_text(text)
+    data = path.read_bytes()
+    assert extxyz.parse_frame(data, 0, len(data)) is None
+    ref = read(path)
+    got = read_frames(path)
+    assert got.positions.tobytes() == ref.positions.tobytes()
+    assert got.forces.tobytes() == ref.get_forces().tobytes()
+
+
+def test_extxyz_scan_finds_frames_from_the_counts_alone(tmp_path, rng):
+    from dcf.data import extxyz
+
+    frames = [frame(rng) for _ in range(3)]
+    frames[1] = frames[1].repeat((2, 1, 1))
+    path = tmp_path / "f.extxyz"
+    write(path, frames)
+    starts, counts = extxyz.scan(path.read_bytes())
+    assert counts.tolist() == [6, 12, 6] and starts[-1] == path.stat().st_size
+    assert extxyz.scan(b"2\ncomment\nLi 0 0 0\n") is None            # cut short
+    assert extxyz.scan(b"x\ncomment\n") is None                     # not a count

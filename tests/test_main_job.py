@@ -20,7 +20,10 @@ def test_main_job_quick(tmp_path):
             assert any(line.startswith(label) and f" {el} " in line
                        for line in summary.splitlines()), (label, el)
     assert "us/atom/step" in summary and "| bp |" in summary and "| dcf-pairwise |" in summary
-    assert "check-md" in summary and (tmp_path / "check-md.json").exists()
+    assert "check-md" in summary
+    assert (tmp_path / "check-md-dcf-pairwise.json").exists()
+    assert (tmp_path / "check-md-bp.json").exists()
+    assert "DCF pairwise: langevin 100 fs" in summary and "B-P: langevin 100 fs" in summary
     assert len(list((tmp_path / "plots").glob("*.png"))) >= 12
     assert len(read(tmp_path / "md-ase.traj", ":")) == 11              # 200 steps, every 20
     ipi_rows = [r for r in (tmp_path / "ipi" / "nvt.out").read_text().splitlines()

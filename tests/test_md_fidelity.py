@@ -8,7 +8,7 @@ from ase import Atoms, units
 from ase.calculators.emt import EMT
 from ase.build import bulk
 from ase.geometry.rdf import get_rdf
-from ase.io import write
+from ase.io import read, write
 
 from dcf.analysis.md_fidelity import (CheckSettings, block_average, force_jacobian,
                                       jacobian_asymmetry, loop_work, partial_rdfs,
@@ -137,7 +137,7 @@ def test_check_md_of_a_bp_model_on_its_own_dynamics(rng):
     frames = md_reference(model)
     settings = CheckSettings(temperature=1200.0, steps=600, rdf_r_max=4.0, jacobian_frames=1,
                              jacobian_atoms=6, n_loops=3, nve_steps=200, timestep=0.5)
-    report = check_md(model, frames, settings)
+    report, md = check_md(model, frames, settings)
     assert report["jacobian_asymmetry"]["mean"] < 1e-4
     assert report["loop_work"]["mean_abs_meV"] < 1e-3
     assert np.isfinite(report["nve_drift_meV_atom_ps"])
@@ -152,7 +152,7 @@ def test_check_md_of_a_dcf_model_sees_its_non_conservation(rng):
     frames = md_reference(model, n_frames=10)
     settings = CheckSettings(temperature=1200.0, steps=100, rdf_r_max=4.0, jacobian_frames=1,
                              jacobian_atoms=6, n_loops=4)
-    report = check_md(model, frames, settings)
+    report, md = check_md(model, frames, settings)
     assert report["jacobian_asymmetry"]["mean"] > 1e-3
     assert report["loop_work"]["mean_abs_meV"] > 1e-4
     assert report["nve_drift_meV_atom_ps"] is None
@@ -167,9 +167,15 @@ def test_check_md_command_writes_report_plot_and_verdict(tmp_path, rng):
     write(tmp_path / "data.extxyz", frames)
     out = dcf("check-md", tmp_path / "bp.dcf", tmp_path / "data.extxyz", "--steps", 200,
               "--rdf-rmax", 4.0, "--jacobian-frames", 1, "--jacobian-atoms", 4, "--loops", 2,
-              "--nve-steps", 50, "--report", tmp_path / "r.json")
+              "--nve-steps", 50, "--report", tmp_path / "r.json",
+              "--extrapolating", tmp_path / "new.extxyz")
     assert out.returncode in (0, 1), out.stderr
     report = json.loads((tmp_path / "r.json").read_text())
+    assert "out of the data's range:" in out.stdout
+    n_new = len(report["extrapolation"]["frames"])
+    assert (tmp_path / "new.extxyz").exists() == (n_new > 0)
+    if n_new:
+        assert len(read(tmp_path / "new.extxyz", ":")) == n_new
     assert report["settings"]["temperature"] == 1200.0
     assert (tmp_path / "r.png").stat().st_size > 1000
     assert "verdict: " + report["verdict"] in out.stdout
@@ -196,6 +202,30 @@ def test_a_model_that_heats_the_atoms_is_stopped_and_judged_unfit(rng):
         net.force_scale = 200.0                 # a hard, non-conservative force field
     settings = CheckSettings(temperature=1200.0, steps=2000, rdf_r_max=4.0, jacobian_frames=1,
                              jacobian_atoms=3, n_loops=1)
-    report = check_md(model, frames, settings)
+    report, md = check_md(model, frames, settings)
     assert report["blown_up_fs"] is not None and report["simulated_fs"] < 2000.0
     assert not report["ok"] and report["verdict"].startswith("NOT FIT for MD: blew up at")
+
+
+def test_extrapolation_flags_frames_outside_the_data():
+    """Frames of the data itself never extrapolate; a compressed copy (every G2 larger, and
+    pairs closer than in the data) always does; the report names it and its time."""
+    from dcf.analysis.md_fidelity import extrapolation, feature_ranges
+
+    spec = li_p_o_spec()
+    frames = [li_p_o_cell()]
+    for k in range(3):
+        a = li_p_o_cell()
+        a.rattle(0.05, seed=k)
+        frames.append(a)
+    squeezed = frames[0].copy()
+    squeezed.set_cell(frames[0].cell.array * 0.85, scale_atoms=True)
+    squeezed.info["time_fs"] = 250.0
+    rep = extrapolation(frames[1:] + [squeezed], frames, spec)
+    assert rep["frames"] == [3] and rep["times_fs"] == [250.0] and rep["first_fs"] == 250.0
+    assert rep["fraction_frames"] == pytest.approx(0.25)
+    assert all(v > 0 for v in rep["atoms_fraction"].values())
+    lo, hi = feature_ranges(frames, spec)["O"]
+    assert np.all(lo <= hi)
+    # within the range, widened by the margin: nothing
+    assert extrapolation(frames, frames, spec)["frames"] == []

@@ -137,7 +137,7 @@ def evaluate_store(model, store, split: str | None = "test", batch_size: int = 4
                          f"(sha256 {store.spec.fingerprint[:12]}), but the model uses "
                          f"{model.spec.name!r} (sha256 {model.spec.fingerprint[:12]}); "
                          f"featurize the data with the model's spec")
-    if model.kind != "dcf" or model.remove_net_force:
+    if model.kind != "dcf" or model.remove_net_force or model.baseline is not None:
         ids = list(store.frame_ids(split))
         result = evaluate_frames(model, [store.frame(int(k)) for k in ids], ids)
         result.update(split=split, source="frames")

@@ -9,6 +9,8 @@ structure that drifts from the reference data, forces that are not the gradient 
   differences; zero for F = -grad E.
 * `loop_work`, `random_loop_works`: the work of the forces around a small closed loop in
   configuration space; zero for F = -grad E, W = h^2 (v.D u - u.D v) to order h^2 otherwise.
+* `feature_ranges`, `extrapolation`: where an MD run leaves the range of the data (the frames
+  to label next, n2p2's extrapolation warnings).
 * `assess`: all of it on one model, one data set and one MD run of `dcf.dynamics.sampling`
   (`run_md_sample`, `nve_drift`), with a verdict; `dcf check-md` runs the chain.
 
@@ -93,18 +95,79 @@ def rdf_l1(g, g_ref) -> float:
 
 def min_pair_distances(frames) -> dict[tuple[str, str], float]:
     """The shortest distance (A) of each element pair over `frames`, within 4 A (inf if none)."""
-    from dcf.descriptors.neighbors import neighbor_list
+    from dcf.descriptors.neighbors import shortest_pair_distances
 
-    pairs = element_pairs(frames[0].get_chemical_symbols())
-    out = {p: np.inf for p in pairs}
+    shortest = shortest_pair_distances(frames, 4.0)
+    return {p: shortest.get(p, np.inf) for p in element_pairs(frames[0].get_chemical_symbols())}
+
+
+# --- extrapolation: where the MD leaves the data ---------------------------------------------
+
+def feature_ranges(frames, spec) -> dict:
+    """Per element, the (min, max) (nG,) of each invariant fingerprint of `spec` over every
+    atom of `frames` (n2p2's scaling range)."""
+    from dcf.descriptors.fingerprints import Featurizer
+    from dcf.descriptors.spec import invariant_spec
+
+    fz = Featurizer(invariant_spec(spec))
+    lo, hi = {}, {}
     for atoms in frames:
-        symbols = np.array(atoms.get_chemical_symbols())
-        i, j, d = neighbor_list("ijd", atoms, 4.0)
-        for a, b in pairs:
-            keep = (symbols[i] == a) & (symbols[j] == b)
-            if keep.any():
-                out[(a, b)] = min(out[(a, b)], float(d[keep].min()))
-    return out
+        f = fz(atoms, derivatives=False)
+        for el, G in f.G.items():
+            if len(G):
+                lo[el] = np.minimum(lo.get(el, np.inf), G.min(0))
+                hi[el] = np.maximum(hi.get(el, -np.inf), G.max(0))
+    return {el: (lo[el], hi[el]) for el in lo}
+
+
+def extrapolation(md_frames, frames, spec, margin: float = 0.05) -> dict:
+    """Where an MD run leaves the range of its training data, as n2p2's extrapolation
+    warnings: an atom extrapolates when one of its invariant fingerprints G lies outside the
+    data's [min, max] widened by `margin` of the range on each side; a frame when one of its
+    atoms does, or when an element pair comes closer than in any data frame.
+
+    md_frames: ase.Atoms (info["time_fs"] if known). Returns {"frames": indices of the
+    extrapolating frames, "times_fs", "fraction_frames", "first_fs" (None if none),
+    "atoms_fraction": {el: share of the element's MD atoms out of range}, "margin"}.
+    """
+    from dcf.descriptors.fingerprints import Featurizer
+    from dcf.descriptors.neighbors import shortest_pair_distances
+    from dcf.descriptors.spec import invariant_spec
+
+    ranges = feature_ranges(frames, spec)
+    widened = {el: (lo - margin * (hi - lo), hi + margin * (hi - lo))
+               for el, (lo, hi) in ranges.items()}
+    closest = shortest_pair_distances(frames, 4.0)
+    fz = Featurizer(invariant_spec(spec))
+    out_atoms = {el: 0 for el in spec.elements}
+    seen_atoms = {el: 0 for el in spec.elements}
+    bad, times = [], []
+    for k, atoms in enumerate(md_frames):
+        f = fz(atoms, derivatives=False)
+        outside = False
+        for el, G in f.G.items():
+            if not len(G):
+                continue
+            seen_atoms[el] += len(G)
+            if el not in widened:           # an element the data never had
+                out_atoms[el] += len(G)
+                outside = True
+                continue
+            lo, hi = widened[el]
+            n_out = int(np.sum(np.any((G < lo) | (G > hi), axis=1)))
+            out_atoms[el] += n_out
+            outside = outside or n_out > 0
+        if not outside:
+            md_close = shortest_pair_distances([atoms], 4.0)
+            outside = any(d < closest.get(p, np.inf) for p, d in md_close.items())
+        if outside:
+            bad.append(k)
+            times.append(atoms.info.get("time_fs"))
+    n = len(md_frames)
+    return {"frames": bad, "times_fs": times, "fraction_frames": len(bad) / n if n else 0.0,
+            "first_fs": times[0] if times else None, "margin": margin,
+            "atoms_fraction": {el: out_atoms[el] / seen_atoms[el] if seen_atoms[el] else 0.0
+                               for el in spec.elements}}
 
 
 # --- non-conservation -----------------------------------------------------------------------
@@ -292,6 +355,9 @@ def assess(model, frames, md, settings: CheckSettings, nve_drift: float | None =
     works = random_loop_works(model.forces, [frames[f] for f in picks], s.n_loops,
                               s.loop_side, rng)
 
+    say("extrapolation", f"{len(md.trajectory)} MD frames against the data's range")
+    extra = extrapolation(md.trajectory or md_frames, frames, model.spec)
+
     drift = nve_drift
     reasons = []
     if md.blown_up_fs is not None:
@@ -322,6 +388,7 @@ def assess(model, frames, md, settings: CheckSettings, nve_drift: float | None =
                       "rms_per_area_eV_A2": float(np.sqrt(np.mean(works ** 2))
                                                   / s.loop_side ** 2)},
         "nve_drift_meV_atom_ps": drift,
+        "extrapolation": extra,
         "ok": not reasons, "verdict": verdict,
         "series": {"times_fs": md.times_fs.tolist(),
                    "T": {el: v.tolist() for el, v in md.T.items()}},

@@ -30,14 +30,16 @@ def commands() -> list[str]:
     return sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with `only` of that command alone (importing one
+    command module instead of all: a shorter start, which every MPI rank pays)."""
     parser = argparse.ArgumentParser(
         prog="dcf", description="Direct Covariant Forces and Behler-Parrinello force fields.")
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("--debug", action="store_true", default=False,
                         help="show the traceback of an error (also DCF_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in commands():
+    for name in ([only] if only else commands()):
         module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
         p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
         module.add_arguments(p)
@@ -52,8 +54,15 @@ def _version() -> str:
     return f"dcf {__version__}"
 
 
+def _command_in(argv) -> str | None:
+    """The command named in argv (the first word that is not an option), if it is one."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in commands() else None
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = build_parser(_command_in(argv)).parse_args(argv)
     debug = args.debug or os.environ.get("DCF_DEBUG", "") not in ("", "0")
     try:
         return args.run(args)

@@ -17,6 +17,12 @@ from pathlib import Path
 
 HELP = "measure DCF, B-P and classical force-field costs; write docs/benchmarks.md"
 
+#: MPI scaling scripts in benchmarks/: (file, title, its --ranks value for K, other arguments)
+MPI_SCRIPTS = (("featurize_mpi.py", "`dcf featurize`, end to end (reading included)", "{k}",
+                ["--runs", "3"]),
+               ("md_mpi.py", "`dcf md`, 13,312 atoms (system B 4 x 4 x 4), Langevin", "{k}",
+                ["--runs", "2", "--steps", "10"]),
+               ("train_mpi.py", "`dcf train`, snapshots/s per stage", "1,{k}", []))
 SUITES = ("test_bench_fingerprints.py", "test_bench_bp.py", "test_bench_dcf.py",
           "test_bench_md.py", "test_bench_scaling.py", "test_bench_featurize.py")
 MODES = {
@@ -51,6 +57,11 @@ def add_arguments(p) -> None:
     p.add_argument("--max-time", type=float, default=None,
                    help="pytest-benchmark seconds per benchmark (full 2.0, quick 0.15)")
     p.add_argument("-k", dest="select", default=None, help="pytest -k expression (a subset)")
+    p.add_argument("--mpi", type=int, default=None, metavar="K",
+                   help="also measure the MPI scaling, 1 against K ranks (mpiexec): "
+                        "`dcf featurize` end to end on 200 system-B frames and one 20,800-atom "
+                        "frame, `dcf md` at 13,312 atoms, and `dcf train` snapshots/s per "
+                        "stage (the benchmarks/*_mpi.py scripts); a section of the report")
 
 
 def _suite_dir(given) -> Path:
@@ -76,6 +87,40 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def mpi_scaling(suites: Path, ranks: int, out: Path) -> list[tuple[str, str, str]]:
+    """Run the MPI scaling scripts (1 against `ranks` ranks, one thread per rank); returns
+    (title, command, its printed summary) per script that is present."""
+    results = []
+    for script, title, rank_arg, extra in MPI_SCRIPTS:
+        path = suites / script
+        if not path.is_file():
+            continue
+        cmd = [sys.executable, str(path), "--ranks", rank_arg.format(k=ranks), *extra,
+               "--out", str(out.resolve() / script.replace(".py", ".json"))]
+        print(f"dcf bench --mpi: {script}", flush=True)
+        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ONE_THREAD},
+                             cwd=suites.parent)
+        text = res.stdout.rstrip() if res.returncode == 0 else \
+            f"failed (exit {res.returncode}): {res.stderr.strip()[-1500:]}"
+        print(text, flush=True)
+        shown = " ".join(["python", f"benchmarks/{script}", *cmd[2:-2]])
+        results.append((title, shown, text))
+    return results
+
+
+def append_mpi_section(report: Path, results, ranks: int) -> None:
+    """Add the MPI scaling section to the markdown report (atomically)."""
+    from dcf.files import write_atomic
+
+    lines = ["", f"## MPI scaling: 1 and {ranks} ranks", "",
+             f"One thread per rank, on this machine ({os.cpu_count()} cores); each block is the "
+             f"script's own summary (the figures of the medians and of the minima).", ""]
+    for title, command, text in results:
+        lines += [f"### {title}", "", f"`{command}`", "", "```", text, "```", ""]
+    body = report.read_text().rstrip("\n") + "\n" + "\n".join(lines)
+    write_atomic(report, lambda tmp: Path(tmp).write_text(body))
 
 
 def run(args) -> int:
@@ -130,6 +175,11 @@ def run(args) -> int:
         data["dcf_run"] = run_info
         json_path.write_text(json.dumps(data, indent=1))
     report = write_report(data, args.report, args.figures, run_info)
+    if args.mpi:
+        if args.from_json:
+            raise SystemExit("dcf bench: --mpi measures; it does not combine with --from-json")
+        append_mpi_section(report, mpi_scaling(_suite_dir(args.benchmarks).resolve(), args.mpi,
+                                               Path(args.out)), args.mpi)
     for line in summary_lines(findings(Costs(data))):
         print(line)
     print(f"wrote {report} and its figures in {Path(args.figures or report.parent / 'figures')}"

@@ -62,13 +62,20 @@ def add_arguments(p) -> None:
     p.add_argument("--report", default=None,
                    help="JSON report (default MODEL stem + -check-md.json)")
     p.add_argument("--plot", default=None, help="PNG (default: the report with .png)")
+    p.add_argument("--extrapolating", default=None, metavar="FILE",
+                   help="write the MD frames that leave the data's range (a fingerprint "
+                        "outside its training range by more than 5 %%, or a pair closer than "
+                        "in the data) to FILE (extxyz): the configurations to label next")
 
 
 def check_md(model, frames, settings, thresholds: dict | None = None, progress=None) -> dict:
     """The whole check as data: MD under `settings` (a `dcf.analysis.md_fidelity.
     CheckSettings`) from frames[settings.start_frame], the NVE drift of an energy model, then
-    `dcf.analysis.md_fidelity.assess` (its report dict). progress(stage, detail) as it runs.
-    The MD (dynamics) and the measures (analysis) are layers apart; this joins them."""
+    `dcf.analysis.md_fidelity.assess`. Returns (report dict, the MD run: a
+    `dcf.dynamics.sampling.MDSample`, whose `trajectory[k]` for k in
+    report["extrapolation"]["frames"] are the frames that left the data's range).
+    progress(stage, detail) as it runs. The MD (dynamics) and the measures (analysis) are
+    layers apart; this joins them."""
     from dcf.analysis.md_fidelity import THRESHOLDS, assess
     from dcf.dynamics.sampling import nve_drift, run_md_sample
 
@@ -90,7 +97,7 @@ def check_md(model, frames, settings, thresholds: dict | None = None, progress=N
         say("nve", f"{s.nve_steps} NVE steps")
         drift = nve_drift(model, md.atoms if md.blown_up_fs is None else start, s.nve_steps,
                           s.timestep)
-    return assess(model, frames, md, s, drift, th, progress)
+    return assess(model, frames, md, s, drift, th, progress), md
 
 
 def table(report: dict) -> str:
@@ -113,6 +120,11 @@ def table(report: dict) -> str:
     lines.append(f"Jacobian asymmetry {report['jacobian_asymmetry']['mean']:.3g}; loop work "
                  f"{loop['mean_abs_meV']:.3g} meV (side {loop['side_A']:g} A, "
                  f"{loop['rms_per_area_eV_A2']:.3g} eV/A^2 per area)")
+    ex = report["extrapolation"]
+    lines.append(f"out of the data's range: {100 * ex['fraction_frames']:.0f} % of MD frames"
+                 + ("" if ex["first_fs"] is None else f", first at {ex['first_fs'] / 1000:.2f} ps")
+                 + "; atoms " + "  ".join(f"{el} {100 * v:.1f} %"
+                                          for el, v in ex["atoms_fraction"].items()))
     drift = report["nve_drift_meV_atom_ps"]
     lines.append("NVE drift " + ("n/a (no energy)" if drift is None
                                  else f"{drift:+.3f} meV/atom/ps"))
@@ -158,7 +170,7 @@ def run(args) -> int:
         print(f"\r{stage}: {detail}".ljust(60), end="", file=sys.stderr, flush=True)
 
     try:
-        report = check_md(model, frames, settings, thresholds, progress)
+        report, md = check_md(model, frames, settings, thresholds, progress)
     except ValueError as err:
         raise SystemExit(f"dcf check-md: {args.data}: {err}") from None
     print(file=sys.stderr)
@@ -171,4 +183,10 @@ def run(args) -> int:
     md_fidelity_plot(report, plot_path)
     print(table(report))
     print(f"wrote {report_path} and {plot_path}")
+    picked = [md.trajectory[k] for k in report["extrapolation"]["frames"]]
+    if args.extrapolating and picked:
+        from ase.io import write
+        write_atomic(args.extrapolating, lambda tmp: write(tmp, picked, format="extxyz"))
+        print(f"wrote {len(picked)} frame(s) that leave the data's range to "
+              f"{args.extrapolating}: label them (DFT) and add them to the training data")
     return 0 if report["ok"] else 1

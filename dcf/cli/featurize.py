@@ -1,12 +1,14 @@
 """`dcf featurize`: reference frames -> per-element feature store (HDF5).
 
-Runs serially or under MPI (``mpiexec -n K dcf featurize ...``: frames shared across ranks,
-one file written by rank 0, identical to a serial run). An interrupted run resumes from its
+Runs serially or under MPI (``mpiexec -n K dcf featurize ...``: each rank reads only its share
+of the frames, featurizes its blocks of frames or of central atoms and compresses its share of
+the store's chunks; rank 0 writes the one file, identical to a serial run's). An interrupted run resumes from its
 checkpoint folder (``.<out>.partial.d``) when started again with the same arguments.
 """
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from dcf.cli._frames import add_format_arguments, format_options
@@ -38,6 +40,13 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads per rank (default 1)")
     p.add_argument("--block", type=int, default=None, metavar="FRAMES",
                    help="frames per checkpoint block (default: automatic)")
+    p.add_argument("--block-atoms", type=int, default=None, metavar="ATOMS",
+                   help="cut frames of more atoms into blocks of this many central atoms, so "
+                        "that a few large frames use every MPI rank (default: automatic, "
+                        "1/64 of all atoms, at least 256)")
+    p.add_argument("--timings", action="store_true",
+                   help="print the seconds of each phase (read, plan, featurize, compress, "
+                        "gather, write)")
     p.add_argument("--compression", choices=("gzip", "lzf", "none"), default="gzip",
                    help="of the store: gzip (portable, default), lzf (faster, h5py only), none")
     p.add_argument("--fresh", action="store_true",
@@ -103,12 +112,15 @@ def _run(args, comm) -> int:
         _fail(f"--out {out} is a directory")
     if args.threads is not None and args.threads < 1:
         _fail(f"--threads must be >= 1, got {args.threads}")
-    if args.block is not None and args.block < 1:
-        _fail(f"--block must be >= 1, got {args.block}")
+    for flag, value in (("--block", args.block), ("--block-atoms", args.block_atoms)):
+        if value is not None and value < 1:
+            _fail(f"{flag} must be >= 1, got {value}")
+    t0 = time.perf_counter()
     try:
         spec = FingerprintSpec.resolve(args.spec)
         frames = read_frames(args.structures, args.index, args.every,
-                             **format_options(args))
+                             **format_options(args), comm=comm)
+        t1 = time.perf_counter()
         check_elements(frames, spec)
         chosen = read_chosen(args.chosen) if args.chosen else None
         plan = plan_snapshots(frames.numbers, frames.first_atom, spec.elements,
@@ -116,6 +128,7 @@ def _run(args, comm) -> int:
                               args.chosen_weight)
     except (FrameError, ValueError, OSError) as err:
         _fail(str(err))
+    t2 = time.perf_counter()
 
     bar = None
     if comm.rank == 0 and not args.quiet:
@@ -128,7 +141,7 @@ def _run(args, comm) -> int:
             out, spec, frames, plan, _provenance(args, frames, comm), comm=comm,
             num_threads=args.threads, block_frames=args.block, resume=not args.fresh,
             on_progress=(lambda nf, na: bar.update(nf)) if bar else None,
-            compression=args.compression)
+            compression=args.compression, block_atoms=args.block_atoms)
     except ValueError as err:
         _fail(str(err))
     except KeyboardInterrupt:
@@ -145,6 +158,9 @@ def _run(args, comm) -> int:
             bar.close()
     if comm.rank == 0:
         _print_summary(out, spec, frames, plan, summary)
+        if args.timings:
+            phases = {"read": t1 - t0, "plan": t2 - t1, **summary.phases}
+            print("phases (rank 0): " + ", ".join(f"{k} {v:.3f} s" for k, v in phases.items()))
     return 0
 
 

@@ -25,6 +25,7 @@ TRAINERS = {"dcf": ("dcf.training.dcf", "DCF options"), "bp": ("dcf.training.bp"
 
 
 def add_arguments(p) -> None:
+    from dcf.training.baseline import add_baseline_arguments
     from dcf.training.core import add_shared_arguments
 
     p.add_argument("features", help="feature store (.h5) from `dcf featurize`")
@@ -32,7 +33,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True,
                    help="model file to write; its learning curve goes to OUT's stem + "
                         ".lcurve.txt and .lcurve.png")
-    add_shared_arguments(p.add_argument_group("training options (defaults: DCF / B-P)"))
+    shared = p.add_argument_group("training options (defaults: DCF / B-P)")
+    add_shared_arguments(shared)
+    add_baseline_arguments(shared)
     for module_name, title in TRAINERS.values():
         try:
             module = importlib.import_module(module_name)
@@ -122,6 +125,7 @@ def write_learning_curve(model, out: Path) -> tuple[Path, Path]:
 def run(args) -> int:
     from dcf.cli._paths import refuse_overwriting_inputs
     from dcf.data.store import FeatureStore, StoreError
+    from dcf.training.baseline import ResidualStore, baseline_from_args
 
     out = Path(args.out)
     if args.checkpoint is None:
@@ -140,7 +144,13 @@ def run(args) -> int:
     start = time.perf_counter()
     try:
         with FeatureStore(path) as store:
-            model = trainer.train_from_store(store, args, _log, comm)
+            baseline = baseline_from_args(store, args)
+            if baseline is not None and comm.rank == 0:
+                _log(f"baseline: ZBL repulsion, switched on inner..outer per pair: "
+                     f"{baseline.describe()}")
+            model = trainer.train_from_store(
+                store if baseline is None else ResidualStore(store, baseline), args, _log, comm)
+            model.baseline = baseline
     except StoreError as err:         # names the store itself
         raise _failure(comm, f"dcf train: {err}") from None
     except (ValueError, KeyError) as err:

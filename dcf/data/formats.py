@@ -117,7 +117,7 @@ def iter_frames(path, fmt: str | None = None, type_map=None, units: str = "ev-an
         yield from read_n2p2(path, units)
     else:
         from ase.io import iread
-        yield from iread(path, index=":", format=fmt)
+        yield from iread(path, index=":", format=fmt, parallel=False)   # no rank-0 broadcast
 
 
 def read_deepmd(folder, fmt: str = "deepmd/npy", type_map=None) -> list[Atoms]:
@@ -170,7 +170,7 @@ def read_n2p2(path, units: str = "ev-angstrom"):
     from ase.io.runner.runneratoms import Units
 
     given = Units.ATOMIC if units == "hartree-bohr" else Units.ASE
-    yield from iread(path, index=":", format="runnerdata", input_units=given)
+    yield from iread(path, index=":", format="runnerdata", input_units=given, parallel=False)
 
 
 def tree_sha256(folder: Path) -> str:

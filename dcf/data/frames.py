@@ -18,6 +18,7 @@ import numpy as np
 from dcf.data import formats
 from dcf.descriptors.spec import FingerprintSpec
 from dcf.errors import DCFError
+from dcf.parallel import SerialComm, split_by_cost
 
 
 class FrameError(DCFError, ValueError):
@@ -87,11 +88,12 @@ def file_sha256(path) -> str:
 
 def parse_index(index: str):
     """An ase-style frame selection: '5', '-1', '10:200', '::2' -> int or slice."""
-    from ase.io.formats import string2index
-
+    text = str(index)
     try:
-        return string2index(str(index))
-    except ValueError:
+        if ":" not in text:
+            return int(text)
+        return slice(*[None if part == "" else int(part) for part in text.split(":")])
+    except (ValueError, TypeError):
         raise FrameError(f"bad frame selection {index!r} (use e.g. 0, -1, 10:200, ::2)") from None
 
 
@@ -156,24 +158,32 @@ def _results(atoms) -> dict:
 
 
 def check_frame(atoms, where: str) -> tuple[np.ndarray, float]:
-    """Forces (n, 3) eV/A and energy (eV, NaN if none) of one frame, after checking that the
-    forces exist and are finite and that the cell makes sense for the periodic directions."""
-    n = len(atoms)
+    """Forces (n, 3) eV/A and energy (eV, NaN if none) of one ase.Atoms frame, after checking
+    that the forces exist and are finite and that the cell makes sense for the periodic
+    directions (check_arrays)."""
+    return check_arrays(_frame_dict(atoms), where)
+
+
+def check_arrays(frame: dict, where: str) -> tuple[np.ndarray, float]:
+    """check_frame for a frame given as a dict of numbers, positions, cell, pbc, forces (or
+    None) and energy (or None), as dcf.data.extxyz.parse_frame returns it."""
+    positions = np.asarray(frame["positions"])
+    n = len(positions)
     if n == 0:
         raise FrameError(f"{where}: no atoms")
-    if not np.all(np.isfinite(atoms.positions)):
+    if not np.all(np.isfinite(positions)):
         raise FrameError(f"{where}: positions are not finite")
-    results = _results(atoms)
-    forces = results.get("forces")
+    forces = frame["forces"]
     if forces is None:
         raise FrameError(f"{where}: no forces (dcf needs reference forces for every frame)")
     forces = np.asarray(forces, dtype=float)
     if forces.shape != (n, 3) or not np.all(np.isfinite(forces)):
         raise FrameError(f"{where}: forces have shape {forces.shape} or are not finite "
                          f"(expected finite ({n}, 3))")
-    energy = results.get("energy", results.get("free_energy"))
+    energy = frame["energy"]
     energy = float(energy) if energy is not None else float("nan")
-    cell, pbc = atoms.cell.array, atoms.pbc
+    cell = np.asarray(frame["cell"], dtype=float).reshape(3, 3)
+    pbc = np.asarray(frame["pbc"], dtype=bool).reshape(3)
     lengths = np.linalg.norm(cell, axis=1)
     for d in range(3):
         if pbc[d] and lengths[d] < 1e-6:
@@ -186,30 +196,211 @@ def check_frame(atoms, where: str) -> tuple[np.ndarray, float]:
 
 
 def read_frames(paths, index: str = ":", every: int = 1, fmt: str | None = None,
-                type_map=None, units: str = "ev-angstrom") -> FrameData:
+                type_map=None, units: str = "ev-angstrom", comm=None) -> FrameData:
     """Read and check frames from one or more files (or DeePMD folders).
 
     index: ase-style selection applied to each file, or each DeePMD system of a folder ('0',
     '-1', '10:200', '::2'); every: keep every n-th of the selected frames. fmt, type_map,
     units: see dcf.data.formats.iter_frames (fmt None: guessed). Raises FrameError naming
     file and frame.
+
+    comm: a dcf.parallel communicator (default serial). With K ranks, each rank parses only
+    its share: the frames of seekable files (extxyz, .traj, n2p2; dcf.data.seek) are cut into
+    K contiguous runs of near-equal cost, and each source that must be read whole goes to one
+    rank. The frames are then gathered (buffer-based) so that every rank returns the same
+    FrameData as a serial read, sources' hashes included. An error on any rank is raised on
+    every rank: the one a serial read would have met first.
     """
+    from dcf.data.seek import seek_index
+
+    comm = comm or SerialComm()
     if isinstance(paths, (str, Path)):
         paths = [paths]
     parse_index(index)
-    chosen, sources = [], []
-    for path, options in _sources(paths, fmt, type_map, units):
-        s = len(sources)
-        picked, frames, n = _read_selected(path, index, every, options)
-        if len(picked) == 0:
-            raise FrameError(f"{path}: --index {index} --every {every} selects none of its "
-                             f"{n} frames")
-        sources.append({"path": str(path), **_fingerprint(path), "index": str(index),
-                        "every": int(every), "n_frames": int(len(picked))})
+    if every < 1:
+        raise FrameError(f"--every must be >= 1, got {every}")
+    found = _sources(paths, fmt, type_map, units)
+    indexes = _collective(lambda: [seek_index(p, o["fmt"], units) for p, o in found], comm)
+    picks = [None if ix is None else _selected(p, ix.n, index, every)
+             for (p, _), ix in zip(found, indexes)]
+    share = _share(indexes, picks, comm.size)
+    local, error = _read_share(found, indexes, picks, share[comm.rank], index, every, comm)
+    return _gather(local, error, found, index, every, comm)
+
+
+def _collective(work, comm):
+    """work() on every rank; a FrameError (or FormatError) on any rank is raised on all."""
+    result, error = None, None
+    try:
+        result = work()
+    except (FrameError, formats.FormatError) as err:
+        error = str(err)
+    errors = [e for e in comm.allgather(error) if e is not None]
+    if errors:
+        raise FrameError(errors[0])
+    return result
+
+
+def _selected(path, n: int, index: str, every: int) -> np.ndarray:
+    """Frame numbers of a seekable source of n frames chosen by index and every."""
+    if n == 0:
+        raise FrameError(f"{path} holds no frames")
+    picked = select(n, index, every)
+    if len(picked) == 0:
+        raise FrameError(f"{path}: --index {index} --every {every} selects none of its "
+                         f"{n} frames")
+    return picked
+
+
+def _share(indexes, picks, size: int) -> list[list[tuple]]:
+    """Per rank, its pieces: (source, lo, hi) = picks[source][lo:hi] of a seekable source, or
+    (source, None, None) for a whole source. Seekable frames are cut into `size` contiguous
+    runs of near-equal cost; whole sources go round-robin, rank by rank."""
+    out = [[] for _ in range(size)]
+    whole = [s for s, ix in enumerate(indexes) if ix is None]
+    for w, s in enumerate(whole):
+        out[w % size].append((s, None, None))
+    seekable = [s for s, ix in enumerate(indexes) if ix is not None]
+    if not seekable:
+        return out
+    owner = split_by_cost(np.concatenate([indexes[s].weights[picks[s]] for s in seekable]), size)
+    at = 0
+    for s in seekable:
+        mine = owner[at:at + len(picks[s])]
+        for r in np.unique(mine):
+            lo, hi = np.searchsorted(mine, [r, r + 1])
+            out[int(r)].append((s, int(lo), int(hi)))
+        at += len(picks[s])
+    return out
+
+
+def _read_share(found, indexes, picks, pieces, index, every, comm):
+    """This rank's frames: (list of (source, position in the source's picks, frame numbers,
+    frames as dicts), first error as (source, position, message) or None) and the
+    fingerprints of the sources it hashes."""
+    done, error, hashed = [], None, {}
+    for s, lo, hi in pieces:
+        path, options = found[s]
+        try:
+            if lo is None:
+                numbers, frames, n = _read_selected(path, index, every, options)
+                if len(numbers) == 0:
+                    raise FrameError(f"{path}: --index {index} --every {every} selects none "
+                                     f"of its {n} frames")
+                lo = 0
+            else:
+                numbers = picks[s][lo:hi]
+                frames = _read_numbers(path, indexes[s], numbers)
+            raw = [_frame_dict(f) for f in frames]
+            for k, f in zip(numbers, raw):
+                f["forces"], f["energy"] = check_arrays(f, f"{path} frame {k}")
+            done.append((s, lo, np.asarray(numbers, np.int64), raw))
+        except FrameError as err:
+            error = error or (s, lo or 0, str(err))
+            break
+    for s in range(comm.rank, len(found), comm.size):
+        hashed[s] = _fingerprint(found[s][0])
+    return (done, hashed), error
+
+
+def _read_numbers(path, index, numbers) -> list:
+    """Frames `numbers` of a seekable source, as FrameErrors naming the file and frame."""
+    from dcf.data.seek import SeekError
+
+    try:
+        return index.read(numbers)
+    except SeekError as err:
+        raise FrameError(f"cannot read frame {err.frame} of {path} (is the file truncated "
+                         f"or damaged?): {type(err.cause).__name__}: {err.cause}") from None
+    except formats.FormatError as err:
+        raise FrameError(str(err)) from None
+
+
+def _frame_dict(frame) -> dict:
+    """numbers, positions, cell, pbc, forces (or None), energy (or None) of a frame given as
+    ase.Atoms with results or already as such a dict (dcf.data.extxyz.parse_frame)."""
+    if isinstance(frame, dict):
+        return frame
+    results = _results(frame)
+    energy = results.get("energy", results.get("free_energy"))
+    return {"numbers": frame.numbers, "positions": frame.positions, "cell": frame.cell.array,
+            "pbc": frame.pbc, "forces": results.get("forces"),
+            "energy": None if energy is None else energy}
+
+
+def _gather(local, error, found, index, every, comm) -> FrameData:
+    """The FrameData of all ranks' frames in serial order, on every rank."""
+    (done, hashed), errors = local, comm.allgather(error)
+    errors = sorted(e for e in errors if e is not None)
+    if errors:
+        raise FrameError(errors[0][2])
+    pieces = [(s, lo, len(numbers)) for s, lo, numbers, _ in done]
+    frames = [f for *_, raw in done for f in raw]
+    numbers = np.concatenate([n for _, _, n, _ in done] or [np.zeros(0, np.int64)])
+    source = np.concatenate([np.full(len(n), s, np.int32) for s, _, n, _ in done]
+                            or [np.zeros(0, np.int32)])
+    mine = _arrays(frames, source, numbers)
+    everything = {key: comm.allgatherv(value) for key, value in mine.items()}
+    all_pieces = [p for rank_pieces in comm.allgather(pieces) for p in rank_pieces]
+    fingerprints = {s: fp for part in comm.allgather(hashed) for s, fp in part.items()}
+    order = _piece_order(all_pieces)
+    data = _reorder(everything, all_pieces, order)
+    counts = np.bincount(data["source"], minlength=len(found))
+    sources = []
+    for s, (path, options) in enumerate(found):
+        sources.append({"path": str(path), **fingerprints[s], "index": str(index),
+                        "every": int(every), "n_frames": int(counts[s])})
         if options["fmt"]:
             sources[-1]["format"] = options["fmt"]
-        chosen += [(s, int(k), atoms) for k, atoms in zip(picked, frames)]
-    return _collect(chosen, sources)
+    return _frame_data(data, sources)
+
+
+def _arrays(frames: list, source, numbers) -> dict:
+    """Flat arrays of checked frame dicts (per-atom and per-frame, as FrameData)."""
+    def rows(key, shape, dtype):
+        parts = [np.asarray(f[key], dtype).reshape(shape) for f in frames]
+        return np.concatenate(parts) if parts else np.zeros((0,) + shape[1:], dtype)
+    return {"counts": np.array([len(f["numbers"]) for f in frames], np.int64),
+            "numbers": rows("numbers", (-1,), np.int32),
+            "positions": rows("positions", (-1, 3), np.float64),
+            "forces": rows("forces", (-1, 3), np.float64),
+            "cell": rows("cell", (1, 3, 3), np.float64),
+            "pbc": rows("pbc", (1, 3), np.uint8),
+            "energy": np.array([f["energy"] for f in frames], np.float64),
+            "source": np.asarray(source, np.int32), "source_frame": numbers}
+
+
+def _frame_data(data: dict, sources: list) -> FrameData:
+    """FrameData of the flat arrays of _arrays."""
+    return FrameData(first_atom=np.concatenate([[0], np.cumsum(data["counts"])]).astype(np.int64),
+                     numbers=data["numbers"], positions=data["positions"],
+                     forces=data["forces"], cell=data["cell"], pbc=data["pbc"].astype(bool),
+                     energy=data["energy"], source=data["source"],
+                     source_frame=data["source_frame"], sources=sources)
+
+
+def _piece_order(pieces) -> np.ndarray:
+    """Indices that sort pieces (source, first position, count) into serial order."""
+    return np.array(sorted(range(len(pieces)), key=lambda p: pieces[p][:2]), dtype=np.intp)
+
+
+_PER_ATOM = ("numbers", "positions", "forces")
+
+
+def _reorder(data: dict, pieces, order) -> dict:
+    """The gathered arrays with their pieces put in `order` (frames and atoms alike)."""
+    sizes = np.array([p[2] for p in pieces], np.int64)
+    frame_start = np.concatenate([[0], np.cumsum(sizes)])
+    atom_start = np.concatenate([[0], np.cumsum(data["counts"])])
+    frame_idx = np.concatenate([np.arange(frame_start[p], frame_start[p + 1]) for p in order]
+                               or [np.zeros(0, np.int64)])
+    atom_idx = np.concatenate([np.arange(atom_start[frame_start[p]],
+                                         atom_start[frame_start[p + 1]]) for p in order]
+                              or [np.zeros(0, np.int64)])
+    if np.array_equal(frame_idx, np.arange(len(frame_idx))):
+        return data                                  # already in order (the usual case)
+    return {key: value[atom_idx if key in _PER_ATOM else frame_idx]
+            for key, value in data.items()}
 
 
 def _sources(paths, fmt, type_map, units) -> list[tuple[Path, dict]]:
@@ -234,23 +425,13 @@ def _fingerprint(path: Path) -> dict:
 
 
 def _collect(chosen, sources) -> FrameData:
-    forces, energy = [], []
-    for s, k, atoms in chosen:
-        f, e = check_frame(atoms, f"{sources[s]['path']} frame {k}")
-        forces.append(f)
-        energy.append(e)
-    counts = [len(a) for _, _, a in chosen]
-    return FrameData(
-        first_atom=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        numbers=np.concatenate([a.numbers for _, _, a in chosen]).astype(np.int32),
-        positions=np.concatenate([a.positions for _, _, a in chosen]).astype(np.float64),
-        forces=np.concatenate(forces).astype(np.float64),
-        cell=np.array([a.cell.array for _, _, a in chosen], dtype=np.float64).reshape(-1, 3, 3),
-        pbc=np.array([a.pbc for _, _, a in chosen], dtype=bool).reshape(-1, 3),
-        energy=np.array(energy, dtype=np.float64),
-        source=np.array([s for s, _, _ in chosen], dtype=np.int32),
-        source_frame=np.array([k for _, k, _ in chosen], dtype=np.int64),
-        sources=sources)
+    """FrameData of (source, frame number, ase.Atoms) triples, each frame checked."""
+    frames = [_frame_dict(atoms) for _, _, atoms in chosen]
+    for (s, k, _), f in zip(chosen, frames):
+        f["forces"], f["energy"] = check_arrays(f, f"{sources[s]['path']} frame {k}")
+    data = _arrays(frames, [s for s, _, _ in chosen], np.array([k for _, k, _ in chosen],
+                                                                  np.int64))
+    return _frame_data(data, sources)
 
 
 def check_elements(frames: FrameData, spec: FingerprintSpec) -> None:

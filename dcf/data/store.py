@@ -30,6 +30,7 @@ level 1 with the shuffle filter by default).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -268,9 +269,68 @@ class FeatureStore:
             yield int(k), self.frame(int(k))
 
 
+@dataclass(frozen=True)
+class ChunkedDataset:
+    """One chunked dataset of a store: name ("frames/positions", "snapshots/Li/G", ...),
+    shape, dtype and rows per chunk (chunks are whole rows)."""
+
+    name: str
+    shape: tuple
+    dtype: str
+    chunk_rows: int
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.shape[0] // self.chunk_rows)
+
+    def rows(self, c: int) -> tuple[int, int]:
+        """Rows [lo, hi) of chunk c."""
+        return c * self.chunk_rows, min((c + 1) * self.chunk_rows, self.shape[0])
+
+
+def store_layout(spec: FingerprintSpec, frames, plan) -> list[ChunkedDataset]:
+    """The chunked datasets of a store of `frames` under `plan`, in file order: frames/numbers,
+    positions, forces (8192 atoms a chunk), then per element G, A, F, frame, atom, weight
+    (about 512 KiB of G a chunk). Datasets with a zero dimension are not chunked."""
+    n_atoms = int(frames.first_atom[-1])
+    atom_chunk = min(max(n_atoms, 1), 8192)
+    out = [ChunkedDataset("frames/numbers", (n_atoms,), "int32", atom_chunk),
+           ChunkedDataset("frames/positions", (n_atoms, 3), "float64", atom_chunk),
+           ChunkedDataset("frames/forces", (n_atoms, 3), "float64", atom_chunk)]
+    for el in spec.elements:
+        nG, nA = spec.n_features(el)
+        n = len(plan.rows[el]["frame"])
+        c = min(chunk_rows(8 * max(nG, 3 * nA, 3)), max(n, 1))
+        for key, shape, dtype in (("G", (n, nG), "float64"), ("A", (n, nA, 3), "float64"),
+                                  ("F", (n, 3), "float64"), ("frame", (n,), "int64"),
+                                  ("atom", (n,), "int64"), ("weight", (n,), "float64")):
+            if 0 not in shape[1:]:
+                out.append(ChunkedDataset(f"snapshots/{el}/{key}", shape, dtype, c))
+    return out
+
+
+def encode_chunk(rows: np.ndarray, dataset: ChunkedDataset, compression: str = "gzip",
+                 level: int = 1) -> bytes:
+    """One chunk's bytes as HDF5 stores them, so that any rank can compress a chunk and rank 0
+    only writes it (StoreWriter.write_chunk): rows (<= chunk_rows, *row shape) padded with
+    zeros to a whole chunk; for "gzip" byte-shuffled and deflated at `level` (HDF5's shuffle
+    and deflate filters: the bytes h5py would write), for "none" as they are; for "lzf" raw
+    too (rank 0 compresses it through h5py)."""
+    full = np.zeros((dataset.chunk_rows,) + tuple(dataset.shape[1:]), dataset.dtype)
+    full[:len(rows)] = rows
+    if compression != "gzip":
+        return full.tobytes()
+    import zlib
+
+    size = full.dtype.itemsize
+    shuffled = full.view(np.uint8).reshape(-1, size).T.tobytes() if size > 1 else full.tobytes()
+    return zlib.compress(shuffled, level)
+
+
 class StoreWriter:
-    """Writes a store: frames and the sampling plan at creation, snapshot features block by
-    block (write_features), and marks it complete on finish(). Used by dcf.data.pipeline.
+    """Writes a store: the small frame datasets and attributes at creation, every chunked
+    dataset (store_layout) chunk by chunk (write_chunk, with bytes from encode_chunk on any
+    rank), and marks it complete on finish(). Used by dcf.data.pipeline.
 
     frames: dcf.data.frames.FrameData; plan: dcf.data.sampling.SamplingPlan (rows in store order).
     compression: "gzip" (any HDF5 reader; `level` 1-9), "lzf" (h5py only, ~3x faster) or "none".
@@ -282,10 +342,10 @@ class StoreWriter:
                  compression: str = "gzip", level: int = 1):
         import h5py
 
-        self.path = Path(path)
-        self.h5 = h5py.File(self.path, "w")
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}")
+        self.path, self.compression = Path(path), compression
+        self.h5 = h5py.File(self.path, "w")
         comp = {} if compression == "none" else {"compression": compression, "shuffle": True}
         if compression == "gzip":
             comp["compression_opts"] = level
@@ -296,74 +356,40 @@ class StoreWriter:
         a["provenance"] = json.dumps(provenance, sort_keys=True)
 
         g = self.h5.create_group("frames")
-        n_atoms = int(frames.first_atom[-1])
-        atom_chunk = (min(max(n_atoms, 1), 8192),)
         g.create_dataset("first_atom", data=frames.first_atom.astype(np.int64))
-        g.create_dataset("numbers", data=frames.numbers.astype(np.int32), chunks=atom_chunk,
-                         **comp)
-        for key in ("positions", "forces"):
-            g.create_dataset(key, data=getattr(frames, key).astype(np.float64),
-                             chunks=atom_chunk + (3,), **comp)
         g.create_dataset("cell", data=frames.cell.astype(np.float64))
         g.create_dataset("pbc", data=frames.pbc.astype(bool))
         g.create_dataset("energy", data=frames.energy.astype(np.float64))
         g.create_dataset("test", data=plan.test.astype(bool))
         g.create_dataset("source", data=frames.source.astype(np.int32))
         g.create_dataset("source_frame", data=frames.source_frame.astype(np.int64))
-
         s = self.h5.create_group("snapshots")
-        self._datasets, self._buffers = {}, {}
         for el in spec.elements:
+            s.create_group(el).attrs["n_train"] = int(plan.n_train[el])
+        self.layout = {d.name: d for d in store_layout(spec, frames, plan)}
+        for el in spec.elements:                 # a spec with no G or no A terms
             nG, nA = spec.n_features(el)
-            rows = plan.rows[el]
-            n = len(rows["frame"])
-            e = s.create_group(el)
-            e.attrs["n_train"] = int(plan.n_train[el])
-            c = min(chunk_rows(8 * max(nG, 3 * nA, 3)), max(n, 1))
+            n = len(plan.rows[el]["frame"])
             for key, shape in (("G", (n, nG)), ("A", (n, nA, 3))):
-                if 0 in shape:               # a spec with no G or no A terms: nothing to chunk
-                    e.create_dataset(key, shape, np.float64)
-                else:
-                    e.create_dataset(key, shape, np.float64, chunks=(c,) + shape[1:], **comp)
-            e.create_dataset("F", (n, 3), np.float64, chunks=(c, 3), **comp)
-            for key, dtype in (("frame", np.int64), ("atom", np.int64), ("weight", np.float64)):
-                e.create_dataset(key, data=np.asarray(rows[key], dtype), chunks=(c,), **comp)
-            self._datasets[el] = {key: e[key] for key in ("G", "A", "F")}
+                if 0 in shape[1:]:
+                    s[el].create_dataset(key, shape, np.float64)
+        self._datasets = {}
+        for name, d in self.layout.items():
+            self._datasets[name] = self.h5.create_dataset(
+                name, d.shape, d.dtype, chunks=(d.chunk_rows,) + tuple(d.shape[1:]), **comp)
 
-    def write_features(self, el: str, start: int, G: np.ndarray, A: np.ndarray,
-                       F: np.ndarray) -> None:
-        """Rows [start, start + len(G)) of element `el`, written in order (start must follow
-        the previous call's rows). Rows are buffered and written a whole chunk at a time, so
-        each chunk is compressed once."""
-        buf = self._buffers.setdefault(el, {"start": start, "G": [], "A": [], "F": [], "n": 0})
-        if start != buf["start"] + buf["n"]:
-            raise ValueError(f"{el}: rows must be written in order (expected row "
-                             f"{buf['start'] + buf['n']}, got {start})")
-        for key, value in (("G", G), ("A", A), ("F", F)):
-            buf[key].append(np.asarray(value, np.float64))
-        buf["n"] += len(G)
-        rows = self._datasets[el]["G"].chunks[0]
-        if buf["n"] >= rows:
-            self._flush(el, whole_chunks=True)
-
-    def _flush(self, el: str, whole_chunks: bool = False) -> None:
-        buf = self._buffers.get(el)
-        if not buf or buf["n"] == 0:
-            return
-        data = {key: np.concatenate(buf[key]) for key in ("G", "A", "F")}
-        rows = self._datasets[el]["G"].chunks[0]
-        end = buf["start"] + buf["n"]
-        n = (end // rows * rows - buf["start"]) if whole_chunks else buf["n"]
-        if n <= 0:
-            return
-        for key, d in data.items():
-            self._datasets[el][key][buf["start"]:buf["start"] + n] = d[:n]
-        self._buffers[el] = {"start": buf["start"] + n, "n": buf["n"] - n,
-                             **{key: [d[n:]] for key, d in data.items()}}
+    def write_chunk(self, name: str, c: int, payload: bytes) -> None:
+        """Chunk c of dataset `name` from encode_chunk's bytes (written as they are for gzip
+        and none; for lzf, h5py compresses the rows)."""
+        d, dset = self.layout[name], self._datasets[name]
+        lo, hi = d.rows(c)
+        if self.compression == "lzf":
+            rows = np.frombuffer(payload, d.dtype).reshape((d.chunk_rows,) + tuple(d.shape[1:]))
+            dset[lo:hi] = rows[:hi - lo]
+        else:
+            dset.id.write_direct_chunk((lo,) + (0,) * (len(d.shape) - 1), payload)
 
     def finish(self) -> None:
-        for el in list(self._buffers):
-            self._flush(el)
         self.h5.attrs["complete"] = True
         self.h5.close()
 

@@ -295,12 +295,15 @@ class Featurizer:
         self.check_scratch = False
 
     def environment(self, atoms, source: str = "structure",
-                    part: tuple[int, int] = (0, 1)) -> Environment:
+                    part: tuple[int, int] = (0, 1), centers=None) -> Environment:
         """Neighbor list and per-element central atoms of an ``ase.Atoms``.
 
         part = (k, K) keeps the k-th of K near-equal blocks of each element's central atoms
         (MPI rank k of K): features cover only those atoms, and `forces` returns their
         contribution, so the K parts' forces and virials sum to the whole.
+        centers: ascending atom indices (k,) that alone are central atoms (a block of a large
+        frame): only they get neighbor-list entries, each with its full environment, so their
+        features are those of the whole frame's, to the bit. Not with a Verlet skin.
         """
         k, n_parts = part
         if not 0 <= k < n_parts:
@@ -309,6 +312,8 @@ class Featurizer:
         species = self._species_of[np.clip(numbers, 0, len(self._species_of) - 1)]
         if np.any(species < 0):
             self.spec.check_symbols(atoms.get_chemical_symbols(), source)
+        if centers is not None and self._verlet is not None:
+            raise ValueError("centers= needs a Featurizer without a Verlet skin")
         if self._verlet is not None:
             self._verlet.num_threads = self.num_threads
             nl = self._verlet.update(atoms.positions, atoms.cell.array, atoms.pbc, numbers)
@@ -316,19 +321,21 @@ class Featurizer:
             present = np.flatnonzero(np.bincount(species, minlength=len(self._cutoffs)))
             nl = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc,
                                      max((self._cutoffs[s] for s in present), default=1.0),
-                                     self.num_threads)
+                                     self.num_threads, centers)
         if len(nl) and nl.d.min() < 1e-8:
             k = int(np.argmin(nl.d))
             raise ValueError(f"{source}: atoms {int(nl.i[k])} and {int(nl.j[k])} overlap "
                              f"(distance {nl.d[k]:.3g} A)")
         volume = abs(float(np.linalg.det(atoms.cell.array))) if all(atoms.pbc) else 0.0
         env = Environment(len(atoms), volume, nl, species)
+        if centers is not None:
+            return self.select(env, centers)
         for s, el in enumerate(self.spec.elements):
-            centers = np.flatnonzero(species == s).astype(np.intp)
-            centers = np.array_split(centers, n_parts)[k] if n_parts > 1 else centers
-            env.centers[el] = centers
+            mine = np.flatnonzero(species == s).astype(np.intp)
+            mine = np.array_split(mine, n_parts)[k] if n_parts > 1 else mine
+            env.centers[el] = mine
             env.pfirst[el], env.entry[el] = self._kernel.select_entries(
-                nl.first, nl.d, nl.j, species, len(self.spec.elements), centers,
+                nl.first, nl.d, nl.j, species, len(self.spec.elements), mine,
                 self._cutoffs[s])
         return env
 

@@ -233,3 +233,20 @@ def neighbor_list(quantities: str, a, cutoff, self_interaction: bool = False,
     values = {"i": i, "j": j, "S": S, "D": D, "d": d}
     out = tuple(values[q][order] for q in quantities)
     return out[0] if len(out) == 1 else out
+
+
+def shortest_pair_distances(frames, r_max: float = 4.0) -> dict[tuple[str, str], float]:
+    """The shortest distance (A) of each element pair over `frames` (ase.Atoms, periodic
+    images included), for the pairs closer than `r_max` A in some frame; both orders
+    (a, b) and (b, a) are keys."""
+    from ase.data import chemical_symbols
+
+    best = np.full((119, 119), np.inf)
+    for atoms in frames:
+        nl = build_neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, r_max, 1)
+        if len(nl):
+            z = atoms.numbers
+            np.minimum.at(best, (z[nl.i], z[nl.j]), nl.d)
+    best = np.minimum(best, best.T)        # the two orders of a pair can differ in the last bit
+    za, zb = np.nonzero(np.isfinite(best))
+    return {(chemical_symbols[a], chemical_symbols[b]): float(best[a, b]) for a, b in zip(za, zb)}

@@ -193,8 +193,11 @@ def ghost_cutoff(model) -> float:
     for the pairwise head (its neighbors' fingerprints), 2 Rc for B–P."""
     rc = model.spec.max_cutoff
     if model.kind == "dcf-pairwise":
-        return rc + model.basis.r_pair
-    return rc if model.kind == "dcf" else 2.0 * rc
+        reach = rc + model.basis.r_pair
+    else:
+        reach = rc if model.kind == "dcf" else 2.0 * rc
+    baseline = getattr(model, "baseline", None)
+    return reach if baseline is None else max(reach, baseline.cutoff)
 
 
 # ---------------------------------------------------------------- the coupling
@@ -230,6 +233,9 @@ class LammpsCoupling:
                 f_owned = self._pair_forces(X, numbers, nlocal)
             else:
                 f_owned, eatom, energy, virial = self._bp_terms(X, numbers, nlocal)
+            if self.model.baseline is not None:
+                f_owned, eatom, energy, virial = self._add_baseline(
+                    X, numbers, nlocal, f_owned, eatom, energy, virial)
             self.model_seconds += time.perf_counter() - t0
         except Exception as err:          # reported on every rank after the collective
             failure = f"step {step}, rank {self.comm.rank}: {type(err).__name__}: {err}"
@@ -308,6 +314,19 @@ class LammpsCoupling:
         forces, virial = fz.forces(owned, dEdG)
         forces += fz.forces(shell, dEdG_shell)[0]
         return forces[:nlocal], energies, float(energies[:nlocal].sum()), virial
+
+    def _add_baseline(self, X, numbers, nlocal, f_owned, eatom, energy, virial):
+        """The model's short-range baseline on the owned atoms: each pair with an owned end
+        gives that end its force and half its energy and virial (ghosts within the
+        baseline's cutoff are present, as it is shorter than the model's)."""
+        t = self.model.baseline.terms(X, numbers, centers=np.arange(nlocal))
+        f_owned = f_owned + t.forces[:nlocal]
+        if eatom is not None:
+            eatom = eatom.copy()
+            eatom[:nlocal] += t.energies[:nlocal]
+            energy += float(t.energies[:nlocal].sum())
+            virial = virial + t.virial
+        return f_owned, eatom, energy, virial
 
     def check(self) -> None:
         """Raise CouplingError if a callback failed (the run was stopped at that step)."""

@@ -6,7 +6,7 @@ Units: temperature K, times fs, energies eV.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from ase import units
@@ -35,7 +35,8 @@ def species_temperatures(atoms) -> dict[str, float]:
 class MDSample:
     """What `run_md_sample` records: times_fs (n,), T[el] (n,) species temperatures K, T_all
     (n,) K, E_pot (n,) eV (None without an energy), frames for the RDF (second half),
-    blown_up_fs (time the run was stopped, or None), final atoms."""
+    blown_up_fs (time the run was stopped, or None), final atoms; trajectory: frames every
+    rdf_every steps of the whole run and the last one before a stop (info["time_fs"])."""
     times_fs: np.ndarray
     T: dict
     T_all: np.ndarray
@@ -43,6 +44,7 @@ class MDSample:
     frames: list
     blown_up_fs: float | None
     atoms: object
+    trajectory: list = field(default_factory=list)
 
 
 def run_md_sample(model, start, temperature: float, steps: int, thermostat: str = "langevin",
@@ -59,7 +61,7 @@ def run_md_sample(model, start, temperature: float, steps: int, thermostat: str 
     thermal_velocities(atoms, temperature, seed)
     dyn = make_dynamics(atoms, thermostat, temperature, timestep, damping, seed)
     has_energy = "energy" in model.implemented_properties
-    times, temps, t_all, epot, frames = [], [], [], [], []
+    times, temps, t_all, epot, frames, trajectory = [], [], [], [], [], []
     blown = None
     done = 0
     while done < steps:
@@ -75,12 +77,15 @@ def run_md_sample(model, start, temperature: float, steps: int, thermostat: str 
         times.append(done * timestep)
         if has_energy:
             epot.append(atoms.get_potential_energy())
-        if done > steps // 2 and done % rdf_every < n:
-            frames.append(atoms.copy())
+        if done % rdf_every < n:
+            trajectory.append(_snapshot(atoms, done * timestep))
+            if done > steps // 2:
+                frames.append(atoms.copy())
         if progress is not None:
             progress(done, t_all[-1])
         if not np.isfinite(t_all[-1]) or t_all[-1] > blowup_factor * temperature:
             blown = done * timestep
+            trajectory.append(_snapshot(atoms, blown))
             break
     if not temps:                   # the first force calls failed
         temps, t_all, times = [species_temperatures(atoms)], [atoms.get_temperature()], [0.0]
@@ -88,7 +93,15 @@ def run_md_sample(model, start, temperature: float, steps: int, thermostat: str 
     els = list(temps[0])
     return MDSample(np.array(times), {el: np.array([t[el] for t in temps]) for el in els},
                     np.array(t_all), np.array(epot) if has_energy else None, frames, blown,
-                    atoms)
+                    atoms, trajectory)
+
+
+def _snapshot(atoms, time_fs: float):
+    """A copy of `atoms` without its calculator, with info["time_fs"]."""
+    out = atoms.copy()
+    out.calc = None
+    out.info["time_fs"] = float(time_fs)
+    return out
 
 
 def nve_drift(model, atoms, steps: int, timestep: float = 1.0, every: int = 5) -> float:

@@ -22,6 +22,7 @@ from dcf.models.mlp import MLP, blas_threads
 from dcf.models.modelfile import (ModelFileError, register_model_kind, stored_spec,
                                   write_model_file)
 from dcf.descriptors.neighbors import MD_SKIN, resolve_threads
+from dcf.models.repulsion import add_baseline, baseline_metadata
 from dcf.parallel import SerialComm
 from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 
@@ -56,6 +57,7 @@ class BPModel:
         self.untrained = tuple(self.training.get("untrained_elements", ()))
         self._featurizer = Featurizer(invariant_spec(self.spec), num_threads, skin=MD_SKIN)
         self.comm = SerialComm()
+        self.baseline = None
 
     def set_threads(self, num_threads: int) -> None:
         """Threads of the fingerprint kernels (OpenMP) and of the networks (BLAS)."""
@@ -126,7 +128,7 @@ class BPModel:
             if all(atoms.pbc):
                 sigma = -virial / env.volume
                 out["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-        return out
+        return add_baseline(out, self.baseline, atoms, env.neighbors)
 
     def atomic_energies(self, features, n_atoms: int) -> tuple[np.ndarray, dict]:
         """Atomic energies E_i (n_atoms,) eV of the central atoms of `features` (zero on the
@@ -171,7 +173,8 @@ class BPModel:
         act = {self.networks[el].activation for el in self.elements}
         return {"model": self.kind, "spec": self.spec.to_dict(),
                 "spec_sha256": self.spec.fingerprint, "activation": act.pop(),
-                "atom_energy": self.atom_energy, "training": self.training}
+                "atom_energy": self.atom_energy, "training": self.training,
+                **baseline_metadata(self.baseline)}
 
     def save(self, path):
         """Write the model file (see dcf.models.modelfile); returns its path."""

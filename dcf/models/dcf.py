@@ -29,6 +29,7 @@ import numpy as np
 from dcf.models.mlp import ACTIVATIONS, MLP, blas_threads
 from dcf.models.modelfile import (ModelFileError, register_model_kind, stored_spec,
                                   write_model_file)
+from dcf.models.repulsion import add_baseline, baseline_metadata
 from dcf.parallel import SerialComm
 from dcf.descriptors.neighbors import resolve_threads
 from dcf.descriptors.spec import FingerprintSpec, SpecError
@@ -205,6 +206,7 @@ class DCFModel:
         self.num_threads = num_threads
         self._featurizer = None
         self.comm = SerialComm()
+        self.baseline = None
 
     # ---- inference ----------------------------------------------------------------------
     @property
@@ -266,11 +268,11 @@ class DCFModel:
         the numpy networks."""
         self._require_head()
         fz = self.featurizer()
-        f = fz.features(fz.environment(atoms, part=(self.comm.rank, self.comm.size)))
-        F = self.comm.sum(self.center_forces(f, len(atoms)))
+        env = fz.environment(atoms, part=(self.comm.rank, self.comm.size))
+        F = self.comm.sum(self.center_forces(fz.features(env), len(atoms)))
         if self.remove_net_force and len(atoms):
             F -= F.mean(axis=0)
-        return F
+        return add_baseline({"forces": F}, self.baseline, atoms, env.neighbors)["forces"]
 
     def center_forces(self, features, n_atoms: int) -> np.ndarray:
         """Forces (n_atoms, 3) eV/A on the central atoms of `features` (a Featurizer's
@@ -323,7 +325,8 @@ class DCFModel:
                 "elements": list(self.elements), "head": self.head,
                 "activation": self.activation, "layouts": self.layouts, "hidden": self.hidden,
                 "stages": list(self.stages), "remove_net_force": self.remove_net_force,
-                "architecture": arch, "training": self.training}
+                "architecture": arch, "training": self.training,
+                **baseline_metadata(self.baseline)}
         return meta, arrays
 
     def save(self, path):

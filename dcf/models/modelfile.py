@@ -26,6 +26,7 @@ import numpy as np
 
 from dcf.errors import DCFError
 from dcf.files import write_atomic
+from dcf.models.repulsion import baseline_from_metadata
 
 FORMAT = "dcf-model"
 VERSION = 1
@@ -57,6 +58,10 @@ def load_model(path):
         model = MODEL_KINDS[kind].from_file(meta, arrays)
     except ModelFileError as err:
         raise ModelFileError(f"{path}: {err}") from None
+    try:
+        model.baseline = baseline_from_metadata(meta)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelFileError(f"{path}: bad short-range baseline: {err}") from None
     model.source = {"path": str(Path(path).resolve()),
                     "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
     return model

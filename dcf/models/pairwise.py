@@ -31,6 +31,7 @@ from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 from dcf.models.mlp import MLP, blas_threads
 from dcf.models.modelfile import (ModelFileError, register_model_kind, stored_spec,
                                   write_model_file)
+from dcf.models.repulsion import add_baseline, baseline_metadata
 from dcf.parallel import SerialComm
 
 
@@ -88,6 +89,7 @@ class PairwiseModel:
         self._featurizer = Featurizer(invariant_spec(self.spec), num_threads, skin=MD_SKIN)
         self._reuse_list = self.basis.r_pair <= self._featurizer.spec.max_cutoff
         self.comm = SerialComm()
+        self.baseline = None
 
     def _check(self) -> None:
         n_el, B, K = len(self.elements), self.basis.n_basis, self.rank
@@ -147,7 +149,8 @@ class PairwiseModel:
             atoms.positions, atoms.cell.array, atoms.pbc, self.basis.r_pair, fz.num_threads)
         bounds = np.linspace(0, n, comm.size + 1).astype(int)
         F = self.pair_forces(u, env.species, nl, bounds[comm.rank], bounds[comm.rank + 1])
-        return comm.sum(F) if comm.size > 1 else F
+        F = comm.sum(F) if comm.size > 1 else F
+        return add_baseline({"forces": F}, self.baseline, atoms, env.neighbors)["forces"]
 
     def pair_forces(self, u, species, nl, lo: int, hi: int) -> np.ndarray:
         """Forces (n, 3) eV/A of the pairs (i, j > i) of atoms lo <= i < hi in neighbor list
@@ -180,7 +183,7 @@ class PairwiseModel:
                 "spec_sha256": self.spec.fingerprint, "activation": act.pop(),
                 "pair_cutoff": self.basis.r_pair, "n_basis": self.basis.n_basis,
                 "basis_start": self.basis.start, "rank": self.rank,
-                "training": self.training}
+                "training": self.training, **baseline_metadata(self.baseline)}
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"pair_weights": self.pair_weights}

@@ -412,7 +412,7 @@ def same_on_all_ranks(comm, value: str, what: str) -> None:
     """TrainingError on every rank unless every rank has the same `value` (a data hash)."""
     if comm.size == 1:
         return
-    values = comm.gather_all(value)
+    values = comm.allgather(value)
     other = [r for r, v in enumerate(values) if v != values[0]]
     if other:
         raise collective_error(
