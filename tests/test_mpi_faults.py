@@ -146,16 +146,17 @@ def test_ctrl_c_in_featurize_keeps_the_blocks_and_says_how_to_resume(tmp_path):
 
     rng = np.random.default_rng(0)
     frames = []
-    for k in range(10):
-        atoms = system_b()
+    for k in range(30):             # 1664-atom frames: about a second of work to interrupt
+        atoms = system_b().repeat((2, 2, 2))
         atoms.rattle(0.05, seed=k)
         atoms.calc = SinglePointCalculator(atoms, forces=rng.normal(size=(len(atoms), 3)))
         frames.append(atoms)
     write(tmp_path / "b.extxyz", frames)
     out = tmp_path / "b.h5"
     folder = checkpoint_dir(out)
+    whole = ["--block-atoms", "100000"]      # one block per frame
     proc = subprocess.Popen([sys.executable, "-m", "dcf", "featurize", str(tmp_path / "b.extxyz"),
-                             "--out", str(out), *ARGS], stdout=subprocess.PIPE,
+                             "--out", str(out), *ARGS, *whole], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -173,10 +174,11 @@ def test_ctrl_c_in_featurize_keeps_the_blocks_and_says_how_to_resume(tmp_path):
     assert stderr.strip() == (f"dcf featurize: interrupted; the finished blocks are kept in "
                               f"{folder}: run the same command again to resume")
     done = len(list(folder.glob("block-*.npz")))
-    assert 1 <= done < 10 and not out.exists()
+    assert 1 <= done < 30 and not out.exists()
     res = subprocess.run([sys.executable, "-m", "dcf", "featurize", str(tmp_path / "b.extxyz"),
-                          "--out", str(out), *ARGS], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and f"{done} of 10 blocks resumed" in res.stdout
+                          "--out", str(out), *ARGS, *whole], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and f"{done} of 30 blocks resumed" in res.stdout
 
 
 @needs_mpiexec
