@@ -103,13 +103,11 @@ def min_pair_distances(frames) -> dict[tuple[str, str], float]:
 
 # --- extrapolation: where the MD leaves the data ---------------------------------------------
 
-def feature_ranges(frames, spec) -> dict:
+def feature_ranges(frames, spec, featurizer=None) -> dict:
     """Per element, the (min, max) (nG,) of each invariant fingerprint of `spec` over every
-    atom of `frames` (n2p2's scaling range)."""
-    from dcf.descriptors.fingerprints import Featurizer
-    from dcf.descriptors.spec import invariant_spec
-
-    fz = Featurizer(invariant_spec(spec))
+    atom of `frames` (n2p2's scaling range). featurizer: one of spec's invariant part, to
+    reuse (default: made here)."""
+    fz = featurizer or _invariant_featurizer(spec)
     lo, hi = {}, {}
     for atoms in frames:
         f = fz(atoms, derivatives=False)
@@ -118,6 +116,13 @@ def feature_ranges(frames, spec) -> dict:
                 lo[el] = np.minimum(lo.get(el, np.inf), G.min(0))
                 hi[el] = np.maximum(hi.get(el, -np.inf), G.max(0))
     return {el: (lo[el], hi[el]) for el in lo}
+
+
+def _invariant_featurizer(spec):
+    from dcf.descriptors.fingerprints import Featurizer
+    from dcf.descriptors.spec import invariant_spec
+
+    return Featurizer(invariant_spec(spec))
 
 
 def extrapolation(md_frames, frames, spec, margin: float = 0.05) -> dict:
@@ -130,15 +135,13 @@ def extrapolation(md_frames, frames, spec, margin: float = 0.05) -> dict:
     extrapolating frames, "times_fs", "fraction_frames", "first_fs" (None if none),
     "atoms_fraction": {el: share of the element's MD atoms out of range}, "margin"}.
     """
-    from dcf.descriptors.fingerprints import Featurizer
     from dcf.descriptors.neighbors import shortest_pair_distances
-    from dcf.descriptors.spec import invariant_spec
 
-    ranges = feature_ranges(frames, spec)
+    fz = _invariant_featurizer(spec)
+    ranges = feature_ranges(frames, spec, fz)
     widened = {el: (lo - margin * (hi - lo), hi + margin * (hi - lo))
                for el, (lo, hi) in ranges.items()}
     closest = shortest_pair_distances(frames, 4.0)
-    fz = Featurizer(invariant_spec(spec))
     out_atoms = {el: 0 for el in spec.elements}
     seen_atoms = {el: 0 for el in spec.elements}
     bad, times = [], []

@@ -183,8 +183,9 @@ def run(args) -> int:
     md_fidelity_plot(report, plot_path)
     print(table(report))
     print(f"wrote {report_path} and {plot_path}")
-    picked = [md.trajectory[k] for k in report["extrapolation"]["frames"]]
-    if args.extrapolating and picked:
+    picked = [md.trajectory[k] for k in report["extrapolation"]["frames"]] \
+        if args.extrapolating else []
+    if picked:
         from ase.io import write
         write_atomic(args.extrapolating, lambda tmp: write(tmp, picked, format="extxyz"))
         print(f"wrote {len(picked)} frame(s) that leave the data's range to "

@@ -22,7 +22,7 @@ from dcf.models.mlp import MLP, blas_threads
 from dcf.models.modelfile import (ModelFileError, register_model_kind, stored_spec,
                                   write_model_file)
 from dcf.descriptors.neighbors import MD_SKIN, resolve_threads
-from dcf.models.repulsion import add_baseline, baseline_metadata
+from dcf.models.repulsion import add_baseline, baseline_metadata, virial_stress
 from dcf.parallel import SerialComm
 from dcf.descriptors.spec import FingerprintSpec, invariant_spec
 
@@ -126,8 +126,7 @@ class BPModel:
         if want_forces:
             out["forces"] = forces
             if all(atoms.pbc):
-                sigma = -virial / env.volume
-                out["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+                out["stress"] = virial_stress(virial, env.volume)
         return add_baseline(out, self.baseline, atoms, env.neighbors)
 
     def atomic_energies(self, features, n_atoms: int) -> tuple[np.ndarray, dict]:

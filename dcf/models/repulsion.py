@@ -38,6 +38,13 @@ C = np.array([0.02817, 0.28022, 0.50986, 0.18175])
 D = np.array([0.20162, 0.40290, 0.94229, 3.19980])
 
 
+def virial_stress(virial: np.ndarray, volume: float) -> np.ndarray:
+    """ASE's stress (6,) eV/A^3, Voigt order xx, yy, zz, yz, xz, xy, of a virial W (3, 3) eV
+    (W = -sum D (x) dE/dD): sigma = -W / V."""
+    sigma = -np.asarray(virial) / volume
+    return sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+
+
 @dataclass
 class BaselineTerms:
     """What a baseline adds to a model's output on n atoms: energies (n,) eV per atom (half of
@@ -79,7 +86,7 @@ class ZBL:
         self.inner = np.array(inner, dtype=float).reshape(n, n)
         self.outer = np.array(outer, dtype=float).reshape(n, n)
         for name, m in (("inner", self.inner), ("outer", self.outer)):
-            if not np.allclose(m, m.T, rtol=0, atol=0) or not np.all(np.isfinite(m)):
+            if not np.array_equal(m, m.T) or not np.all(np.isfinite(m)):
                 raise ValueError(f"ZBL {name} radii must be a finite symmetric table, got "
                                  f"{m.tolist()}")
         on = self.outer > 0
@@ -239,6 +246,5 @@ def add_baseline(results: dict, baseline: ZBL | None, atoms, neighbors=None) -> 
         if key in out:
             out[key] = out[key] + t.energy
     if "stress" in out:
-        sigma = -t.virial / atoms.get_volume()
-        out["stress"] = out["stress"] + sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        out["stress"] = out["stress"] + virial_stress(t.virial, atoms.get_volume())
     return out
