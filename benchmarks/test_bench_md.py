@@ -27,6 +27,8 @@ from dcf.descriptors.fingerprints import kernel_module, kernels_available
 ROUND_SECONDS = 0.25     # MD steps per round: about this long
 SYSTEM_B_ATOMS = 208
 MD = {"temperature": 300.0, "timestep": 1.0, "damping": 100.0}
+MAX_TEMPERATURE = {q.FF_CLASSICAL_ASE: np.inf, q.FF_DCF_PAPER: 1e5, q.FF_DCF_PAPER_AVX2: 1e5,
+                   q.FF_DCF_COVARIANT: 1e5}     # K, after the timed rounds (see check_state)
 
 
 def _model(force_field):
@@ -81,9 +83,10 @@ def test_md_step(benchmark, request, monkeypatch, force_field, atoms):
     benchmark.pedantic(run.run, args=(steps,), setup=run.reset,
                        rounds=rounds_for(request.config, steps * per_step))
     # the classical force field through ASE starts from the unrelaxed random packing, where
-    # Buckingham pairs can collapse (-C/r^6 wins at short range): only finiteness is checked
-    check_state(run.atoms, start,
-                np.inf if force_field == q.FF_CLASSICAL_ASE else 3000.0)
+    # Buckingham pairs can collapse (-C/r^6 wins at short range): only finiteness is checked.
+    # Random DCF networks are far from conservative and heat the run (6700 K after the quick
+    # mode's rounds with the covariant head): for them "not exploded" is the check.
+    check_state(run.atoms, start, MAX_TEMPERATURE.get(force_field, 3000.0))
     if force_field == q.FF_DCF_PAPER and len(atoms) == SYSTEM_B_ATOMS:
         repeats = min(50, rounds_for(request.config, 3 * per_step))
         benchmark.extra_info["profile"] = profile_dcf_step(_model(force_field), atoms,
