@@ -244,6 +244,16 @@ def test_cli_runs_the_npt_example_with_bp(tmp_path, model_files):
     assert abs(row["c_pe_sum"] - row["PotEng"]) < 1e-6 * abs(row["PotEng"])
 
 
+def test_cli_precision_float32_runs_dcf_and_refuses_bp(tmp_path, model_files):
+    name = _driver(tmp_path, "lammps-nvt-dcf.in")
+    proc = _dcf_lammps([str(model_files / "dcf.dcf"), name, "--var", "steps", "2",
+                        "--precision", "float32"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "3 force calls" in proc.stdout
+    proc = _dcf_lammps([str(model_files / "bp.dcf"), name, "--precision", "float32"], tmp_path)
+    assert proc.returncode == 2 and "float64 only" in proc.stderr
+
+
 def test_cli_refuses_a_barostat_with_dcf(tmp_path, model_files):
     name = _driver(tmp_path, "lammps-npt-bp.in")
     proc = _dcf_lammps([str(model_files / "dcf.dcf"), name], tmp_path)

@@ -129,6 +129,20 @@ def test_thermostat_holds_the_target_temperature(kind, thermostat, small_spec):
     assert np.std(temps) > 0.02 * target             # a canonical ensemble fluctuates
 
 
+@pytest.mark.parametrize("setup", ["dcf", "bp"], indirect=True)
+def test_md_precision_float32_runs_dcf_and_refuses_bp(setup, tmp_path):
+    model, model_path, _, structure = setup
+    traj = tmp_path / "md.traj"
+    res = dcf("md", model_path, structure, "--precision", "float32", "--steps", 10,
+              "--interval", 5, "--seed", 1, "--traj", traj)
+    if model.kind == "bp":
+        assert res.returncode != 0 and "float64 only" in res.stderr
+        assert not traj.exists()
+        return
+    assert res.returncode == 0, res.stderr
+    assert read(traj, ":")[-1].info["step"] == 10
+
+
 def test_md_runs_writes_log_and_restarts(setup, tmp_path):
     _, model_path, atoms, structure = setup
     traj, log = tmp_path / "md.traj", tmp_path / "md.log"

@@ -1,5 +1,6 @@
-"""DCF networks in float32 (`DCFModel.set_precision`): the accuracy it costs, measured against
-float64 on the paper's system B with Table S4 networks, for both heads."""
+"""DCF networks in float32 (`set_precision`): the accuracy it costs, measured against float64
+on the paper's system B with Table S4 networks, for the paper, covariant and pairwise heads;
+B-P refuses it; `--precision` of the run commands."""
 import numpy as np
 import pytest
 
@@ -42,3 +43,31 @@ def test_unknown_precision_is_refused():
     model = table_s4_model("paper")
     with pytest.raises(ValueError, match="unknown network precision 'float16'"):
         model.set_precision("float16")
+
+
+def test_float32_pairwise_head_keeps_newtons_third_law(atoms):
+    """The pairwise head's embeddings in float32: forces within 1e-5 of float64, and the pair
+    sum (float64, antisymmetric per pair) still has zero net force."""
+    from dcf.bench.costs import S4
+    from test_pairwise import random_pairwise
+    model = random_pairwise(S4, np.random.default_rng(4))
+    F64 = model.forces(atoms)
+    model.set_precision("float32")
+    F32 = model.forces(atoms)
+    scale = np.linalg.norm(F64, axis=1).mean()
+    assert 0.0 < np.abs(F32 - F64).max() < 1e-5 * scale
+    np.testing.assert_allclose(F32.sum(axis=0), 0.0, atol=1e-12 * len(atoms) * scale)
+
+
+def test_bp_model_runs_in_float64_only():
+    from dcf.bench.costs import bp_model
+    model = bp_model()
+    model.set_precision("float64")
+    with pytest.raises(ValueError, match="float64 only"):
+        model.set_precision("float32")
+
+
+def test_cli_precision_choices_are_the_networks():
+    from dcf.cli._model import PRECISIONS as CLI
+    from dcf.models.mlp import PRECISIONS
+    assert CLI == tuple(PRECISIONS)

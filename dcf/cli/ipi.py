@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from dcf.cli._frames import add_format_arguments, read_input
+from dcf.cli._model import add_precision_argument, set_precision
 
 HELP = "i-PI socket driver: serve a model's forces (and B–P energy, virial) to i-PI"
 
@@ -24,6 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--wait", type=float, default=60.0,
                    help="seconds to wait for the server to answer (default 60)")
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for fingerprints")
+    add_precision_argument(p)
 
 
 def run(args) -> int:
@@ -42,6 +44,7 @@ def run(args) -> int:
     model.set_communicator(comm)
     if args.threads is not None:
         model.set_threads(args.threads)
+    set_precision(model, args.precision, "ipi")
     atoms = read_input("ipi", args.structure, -1, args)[0]
     try:
         model.spec.check_symbols(atoms.get_chemical_symbols(), args.structure)

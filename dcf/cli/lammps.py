@@ -15,6 +15,8 @@ from __future__ import annotations
 import shlex
 import sys
 
+from dcf.cli._model import add_precision_argument
+
 HELP = "run a LAMMPS input (units metal) with a DCF or B–P model as the force field"
 
 #: commands before which the model must be attached
@@ -33,6 +35,7 @@ def add_arguments(p) -> None:
                    help="LAMMPS log file (default log.lammps; 'none' for no log)")
     p.add_argument("--quiet", action="store_true", help="no LAMMPS screen output")
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for fingerprints")
+    add_precision_argument(p)
 
 
 def logical_lines(text: str) -> list[str]:
@@ -101,6 +104,10 @@ def run(args) -> int:
         model = load_model(args.model)
     except (ModelFileError, FileNotFoundError) as err:
         return fail(str(err))
+    try:
+        model.set_precision(args.precision)
+    except ValueError as err:
+        return fail(f"--precision: {err}")
     path = Path(args.input)
     try:
         commands = logical_lines(path.read_text())

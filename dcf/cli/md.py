@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from dcf.cli._frames import add_format_arguments, read_input
+from dcf.cli._model import add_precision_argument, set_precision
 
 HELP = "thermostatted MD with a model (Langevin, Bussi, Nose-Hoover chain; NVE to diagnose)"
 
@@ -53,6 +54,7 @@ def add_arguments(p) -> None:
     p.add_argument("--restart", action="store_true",
                    help="continue from the last frame of --traj, appending to it and the log")
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads for fingerprints")
+    add_precision_argument(p)
     p.add_argument("--max-force", type=float, default=50.0, metavar="EV_PER_A",
                    help="stop when an atomic force exceeds this, eV/A (default 50)")
     p.add_argument("--min-distance", type=float, default=0.5, metavar="A",
@@ -124,6 +126,7 @@ def run(args) -> int:
         raise SystemExit(f"dcf md: {err}") from None
     if args.threads is not None:
         model.set_threads(args.threads)
+    set_precision(model, args.precision, "md")
     model.set_communicator(comm)
     atoms, step0 = _start(args, traj_path, log_path)
     comm.barrier()                  # every rank has checked for --traj before rank 0 makes it

@@ -63,6 +63,14 @@ class BPModel:
         """Threads of the fingerprint kernels (OpenMP) and of the networks (BLAS)."""
         self._featurizer.num_threads = resolve_threads(num_threads)
 
+    def set_precision(self, precision: str) -> None:
+        """B-P networks run in "float64" only: the forces are the energy's gradient, and NVE
+        energy conservation (docs/md.md) is measured at that precision."""
+        if precision != "float64":
+            raise ValueError(f"network precision {precision!r}: a B-P model evaluates its "
+                             f"networks in float64 only (its forces are the gradient of its "
+                             f"energy); float32 is for DCF models")
+
     def set_communicator(self, comm) -> None:
         """Share every energy/force call among MPI ranks (a `dcf.parallel` communicator): each
         rank takes a block of the central atoms; energies, forces and virial are summed.

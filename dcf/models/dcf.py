@@ -26,7 +26,8 @@ import functools
 
 import numpy as np
 
-from dcf.models.mlp import ACTIVATIONS, MLP, blas_threads
+from dcf.models.mlp import (ACTIVATIONS, MLP, bias_activation, blas_threads,
+                            precision_dtype)
 from dcf.models.modelfile import (ModelFileError, register_model_kind, stored_spec,
                                   write_model_file)
 from dcf.models.repulsion import add_baseline, baseline_metadata
@@ -35,7 +36,6 @@ from dcf.descriptors.neighbors import resolve_threads
 from dcf.descriptors.spec import FingerprintSpec, SpecError
 
 HEADS = ("paper", "covariant")
-PRECISIONS = {"float64": np.float64, "float32": np.float32}
 LAYOUTS = ("separate", "shared")
 STAGES = ("nn1", "nn2", "nn3")
 COEFFICIENT_INPUTS = ("G", "F_int", "gram")
@@ -64,10 +64,7 @@ class NetworkStack:
 
     def set_precision(self, precision: str) -> None:
         """Evaluate in "float64" (default) or "float32"."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown network precision {precision!r} "
-                             f"(known: {', '.join(PRECISIONS)})")
-        self.precision, dt = precision, PRECISIONS[precision]
+        self.precision, dt = precision, precision_dtype(precision)
         nets, depth = self.nets, len(self.nets[0].weights)
         self._W0 = np.concatenate([n.weights[0] for n in nets], axis=1).astype(dt)  # (n_in, K*h1)
         self._b0 = np.concatenate([n.biases[0] for n in nets]).astype(dt)
@@ -87,17 +84,15 @@ class NetworkStack:
         """Outputs (n, K*m) float64 for inputs x (n, n_inputs)."""
         if self._K == 1 and self.precision == "float64":
             return self.nets[0](x)
-        f = ACTIVATIONS[self.activation][0]
         n = len(x)
         z = np.asarray(x, self._W0.dtype) @ self._W0                          # (n, K*h1)
-        z += self._b0
         if not self._W:                                                       # linear nets
+            z += self._b0
             return z.astype(np.float64, copy=False)
-        h = f(z).reshape(n, self._K, self._W0.shape[1] // self._K).transpose(1, 0, 2)  # (K,n,h1)
+        h = bias_activation(z, self._b0, self.activation)
+        h = h.reshape(n, self._K, self._W0.shape[1] // self._K).transpose(1, 0, 2)  # (K,n,h1)
         for W, b in zip(self._W[:-1], self._b[:-1]):
-            z = np.matmul(h, W)
-            z += b
-            h = f(z)
+            h = bias_activation(np.matmul(h, W), b, self.activation)
         y = np.matmul(h, self._W[-1])                                         # (K, n, m)
         y += self._b[-1]
         return y.transpose(1, 0, 2).reshape(n, self.n_outputs).astype(np.float64, copy=False)

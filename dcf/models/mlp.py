@@ -32,6 +32,18 @@ def tanh(z: np.ndarray) -> np.ndarray:
     return e
 
 
+# network precision name -> numpy dtype of the evaluation
+PRECISIONS = {"float64": np.float64, "float32": np.float32}
+
+
+def precision_dtype(precision: str):
+    """The numpy dtype of a network precision name ("float64" or "float32")."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown network precision {precision!r} "
+                         f"(known: {', '.join(PRECISIONS)})")
+    return PRECISIONS[precision]
+
+
 # activation name -> (f(z), f'(z) written in terms of z and f(z))
 ACTIVATIONS = {
     "tanh": (tanh, lambda z, a: 1.0 - a * a),
@@ -40,6 +52,16 @@ ACTIVATIONS = {
              lambda z, a: (s := 0.5 * (1.0 + np.tanh(0.5 * z))) * (1.0 + z * (1.0 - s))),
     "linear": (lambda z: z, lambda z, a: np.ones_like(z)),
 }
+
+
+def bias_activation(z: np.ndarray, b: np.ndarray, activation: str) -> np.ndarray:
+    """f(z + b) for a layer's outputs z (n, m) or (K, n, m) and biases b broadcast to them;
+    z is overwritten (it is the matrix product's fresh output). In float32, numpy's own tanh
+    (vectorized there) is 2x faster than `tanh` above."""
+    z += b
+    if activation == "tanh" and z.dtype == np.float32:
+        return np.tanh(z, out=z)
+    return ACTIVATIONS[activation][0](z)
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,6 +113,15 @@ class MLP:
                 raise ValueError(f"layer {k} takes {W.shape[0]} inputs, "
                                  f"layer {k - 1} gives {self.weights[k - 1].shape[1]}")
 
+        self.set_precision("float64")
+
+    def set_precision(self, precision: str) -> None:
+        """Evaluate `__call__` in "float64" (default) or "float32" (single-precision copies of
+        the weights; `weights` stay float64, as saved). `value_and_input_gradient` is always
+        float64."""
+        self.precision, dt = precision, precision_dtype(precision)
+        self._layers = [(W.astype(dt), b.astype(dt)) for W, b in zip(self.weights, self.biases)]
+
     @property
     def n_inputs(self) -> int:
         return self.weights[0].shape[0]
@@ -101,15 +132,13 @@ class MLP:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Outputs (n, n_outputs) for inputs x (n, n_inputs)."""
-        f, _ = ACTIVATIONS[self.activation]
-        h = np.asarray(x, dtype=np.float64)
-        for W, b in zip(self.weights[:-1], self.biases[:-1]):
-            z = h @ W
-            z += b
-            h = f(z)
-        y = h @ self.weights[-1]
-        y += self.biases[-1]
-        return y
+        layers = self._layers
+        h = np.asarray(x, dtype=layers[0][0].dtype)
+        for W, b in layers[:-1]:
+            h = bias_activation(h @ W, b, self.activation)
+        y = h @ layers[-1][0]
+        y += layers[-1][1]
+        return y.astype(np.float64, copy=False)
 
     def value_and_input_gradient(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For a single-output network: y (n,) and dy/dx (n, n_inputs), by backpropagation."""
@@ -119,6 +148,10 @@ class MLP:
         h = np.asarray(x, dtype=np.float64)
         slopes = []
         for W, b in zip(self.weights[:-1], self.biases[:-1]):
+            if self.activation == "tanh":                   # f' = 1 - f^2 needs no z
+                h = bias_activation(h @ W, b, "tanh")
+                slopes.append(1.0 - h * h)
+                continue
             z = h @ W + b
             h = f(z)
             slopes.append(df(z, h))

@@ -118,6 +118,11 @@ class PairwiseModel:
         """OpenMP threads of the fingerprint kernels."""
         self._featurizer.num_threads = resolve_threads(num_threads)
 
+    def set_precision(self, precision: str) -> None:
+        """Evaluate the embedding networks in "float64" (default) or "float32" (MLP)."""
+        for net in self.networks.values():
+            net.set_precision(precision)
+
     def set_communicator(self, comm) -> None:
         """Share every force call among MPI ranks (a `dcf.parallel` communicator): each rank
         embeds a block of the atoms and sums a block of the pairs. Every rank must then call
