@@ -301,6 +301,16 @@ def test_ipi_driver_without_server_fails_clearly(setup):
     assert "no i-PI server answered at localhost:" in res.stderr
 
 
+@pytest.mark.parametrize("setup", ["dcf", "bp"], indirect=True)
+def test_ipi_driver_precision_float32_is_taken_by_dcf_and_refused_by_bp(setup):
+    model, model_path, _, structure = setup
+    res = dcf("ipi", model_path, "--structure", structure, "--precision", "float32", "--unix",
+              f"nobody-{uuid.uuid4().hex[:8]}", "--wait", 0.5, timeout=60)
+    assert res.returncode == 1
+    expected = "float64 only" if model.kind == "bp" else "no i-PI server answered"
+    assert expected in res.stderr and "Traceback" not in res.stderr
+
+
 @pytest.mark.slow
 def test_ipi_driver_exits_with_an_error_when_the_server_is_killed(setup, tmp_path):
     _, model_path, _, structure = setup
