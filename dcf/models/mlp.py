@@ -120,7 +120,8 @@ class MLP:
         the weights; `weights` stay float64, as saved). `value_and_input_gradient` is always
         float64."""
         self.precision, dt = precision, precision_dtype(precision)
-        self._layers = [(W.astype(dt), b.astype(dt)) for W, b in zip(self.weights, self.biases)]
+        self._layers = [(W.astype(dt, copy=False), b.astype(dt, copy=False))
+                        for W, b in zip(self.weights, self.biases)]
 
     @property
     def n_inputs(self) -> int:
